@@ -1,0 +1,1 @@
+"""Data: raw formats -> prepared Parquet (ID view + text view) -> batches."""

@@ -1,0 +1,77 @@
+"""Book-Crossing (Ziegler et al. 2005): three `;`-separated, quoted, ISO-8859-1 CSV files.
+
+The data set has no timestamps, so only the random split applies.
+"""
+
+from __future__ import annotations
+
+from cp_dist.data.formats.base import (
+    InteractionBuffer,
+    RawFormat,
+    check_header,
+    delimited_rows,
+    side_table,
+    split_csv,
+)
+from cp_dist.data.lines import RawFile
+from cp_dist.data.schema import Field, LabelRule, RawTables
+
+
+def _isbn(raw: str) -> str:
+    """Ratings and books disagree on ISBN case ('x' vs 'X') and padding; join on a normal form."""
+    return raw.strip().upper()
+
+
+class BookCrossing(RawFormat):
+    name = "bookcrossing"
+    encoding = "iso-8859-1"
+    has_timestamp = False
+    #: Explicit ratings are 1..10; 0 is an implicit interaction and counts as a negative.
+    label_rule = LabelRule(min_rating=0, max_rating=10, positive_at_least=5)
+    file_names = {"ratings": ("BX-Book-Ratings.csv",), "users": ("BX-Users.csv",), "books": ("BX-Books.csv",)}
+    headers = {
+        "ratings": ("User-ID", "ISBN", "Book-Rating"),
+        "users": ("User-ID", "Location", "Age"),
+        "books": (
+            "ISBN", "Book-Title", "Book-Author", "Year-Of-Publication", "Publisher",
+            "Image-URL-S", "Image-URL-M", "Image-URL-L",
+        ),
+    }
+    fields = (
+        Field("user_id", "User ID", "user"),
+        Field("location", "Location", "user"),
+        Field("age", "Age", "user"),
+        Field("isbn", "ISBN", "item"),
+        Field("book_title", "Book title", "item"),
+        Field("author", "Author", "item"),
+        Field("year", "Publication year", "item"),
+        Field("publisher", "Publisher", "item"),
+    )
+
+    def read(self, files: dict[str, RawFile]) -> RawTables:
+        csv_split = split_csv(";")
+        for role, header in self.headers.items():
+            check_header(files[role], header, csv_split)
+
+        keys, columns = [], {"user_id": [], "location": [], "age": []}
+        for _, (user, location, age) in delimited_rows(files["users"], csv_split, 3, skip_header=True):
+            keys.append(user)
+            for name, value in zip(columns, (user, location, None if age == "NULL" else age)):
+                columns[name].append(value)
+        user_table = side_table(keys, columns)
+
+        keys, columns = [], {"isbn": [], "book_title": [], "author": [], "year": [], "publisher": []}
+        for _, (isbn, title, author, year, publisher, *_urls) in delimited_rows(
+            files["books"], csv_split, 8, skip_header=True
+        ):
+            keys.append(_isbn(isbn))
+            for name, value in zip(columns, (isbn, title, author, year, publisher)):
+                columns[name].append(value)
+        item_table = side_table(keys, columns)
+
+        ratings = files["ratings"]
+        rows = (
+            (n, user, _isbn(isbn), rating, None)
+            for n, (user, isbn, rating) in delimited_rows(ratings, csv_split, 3, skip_header=True)
+        )
+        return RawTables(user_table, item_table, InteractionBuffer(ratings).drain(rows), str(ratings.path))

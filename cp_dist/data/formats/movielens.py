@@ -1,0 +1,126 @@
+"""MovieLens-1M (GroupLens .dat files) and MovieLens-100K (RecBole atomic files)."""
+
+from __future__ import annotations
+
+from cp_dist.data.formats.base import (
+    InteractionBuffer,
+    RawFormat,
+    check_header,
+    delimited_rows,
+    side_table,
+    split_on,
+)
+from cp_dist.data.lines import RawFile
+from cp_dist.data.schema import Field, LabelRule, RawTables
+
+#: Drop the ambiguous middle rating; the rest is like/dislike (paper_tables.md, ML-1M arithmetic).
+MOVIELENS_LABEL = LabelRule(min_rating=1, max_rating=5, positive_at_least=4, drop=(3,))
+
+GENDERS = {"M": "male", "F": "female"}
+
+#: ML-1M README: age and occupation are coded.
+ML1M_AGES = {"1": "under 18", "18": "18-24", "25": "25-34", "35": "35-44", "45": "45-49", "50": "50-55", "56": "56+"}
+ML1M_JOBS = dict(
+    enumerate(
+        [
+            "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+            "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
+            "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
+            "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+        ]
+    )
+)
+
+
+class MovieLens1M(RawFormat):
+    name = "ml-1m"
+    encoding = "iso-8859-1"
+    label_rule = MOVIELENS_LABEL
+    file_names = {"ratings": ("ratings.dat",), "users": ("users.dat",), "movies": ("movies.dat",)}
+    fields = (
+        Field("user_id", "User ID", "user"),
+        Field("gender", "Gender", "user"),
+        Field("age", "Age", "user"),
+        Field("occupation", "Job", "user"),
+        Field("zipcode", "Zipcode", "user"),
+        Field("movie_id", "Movie ID", "item"),
+        Field("title", "Title", "item"),
+        Field("genre", "Film genre", "item"),
+    )
+
+    def read(self, files: dict[str, RawFile]) -> RawTables:
+        sep = split_on("::")
+        keys, columns = [], {"user_id": [], "gender": [], "age": [], "occupation": [], "zipcode": []}
+        users = files["users"]
+        for line_no, (user, gender, age, job, zipcode) in delimited_rows(users, sep, 5):
+            decoded = (GENDERS.get(gender), ML1M_AGES.get(age), ML1M_JOBS.get(int(job)) if job.isdigit() else None)
+            if None in decoded:
+                users.bad_line(line_no, f"gender {gender!r}, age {age!r} or occupation {job!r} is not an ML-1M code")
+                continue
+            keys.append(user)
+            for name, value in zip(columns, (user, *decoded, zipcode)):
+                columns[name].append(value)
+        user_table = side_table(keys, columns)
+
+        keys, columns = [], {"movie_id": [], "title": [], "genre": []}
+        for _, (movie, title, genres) in delimited_rows(files["movies"], sep, 3):
+            keys.append(movie)
+            for name, value in zip(columns, (movie, title, genres.split("|")[0])):
+                columns[name].append(value)
+        item_table = side_table(keys, columns)
+
+        ratings = files["ratings"]
+        rows = ((n, u, m, r, t) for n, (u, m, r, t) in delimited_rows(ratings, sep, 4))
+        return RawTables(user_table, item_table, InteractionBuffer(ratings).drain(rows), str(ratings.path))
+
+
+class MovieLens100K(RawFormat):
+    """ML-100K as RecBole ships it: tab-separated atomic files with `name:type` headers."""
+
+    name = "ml-100k"
+    label_rule = MOVIELENS_LABEL
+    file_names = {"ratings": ("ml-100k.inter",), "users": ("ml-100k.user",), "movies": ("ml-100k.item",)}
+    fields = (
+        Field("user_id", "User ID", "user"),
+        Field("age", "Age", "user"),
+        Field("gender", "Gender", "user"),
+        Field("occupation", "Occupation", "user"),
+        Field("zip_code", "Zipcode", "user"),
+        Field("item_id", "Movie ID", "item"),
+        Field("movie_title", "Title", "item"),
+        Field("release_year", "Release year", "item"),
+        Field("genre", "Film genre", "item"),
+    )
+    headers = {
+        "ratings": ("user_id:token", "item_id:token", "rating:float", "timestamp:float"),
+        "users": ("user_id:token", "age:token", "gender:token", "occupation:token", "zip_code:token"),
+        "movies": ("item_id:token", "movie_title:token_seq", "release_year:token", "class:token_seq"),
+    }
+
+    def read(self, files: dict[str, RawFile]) -> RawTables:
+        tab = split_on("\t")
+        for role, header in self.headers.items():
+            check_header(files[role], header, tab)
+
+        keys, columns = [], {"user_id": [], "age": [], "gender": [], "occupation": [], "zip_code": []}
+        users = files["users"]
+        for line_no, (user, age, gender, job, zipcode) in delimited_rows(users, tab, 5, skip_header=True):
+            if gender not in GENDERS:
+                users.bad_line(line_no, f"gender {gender!r}, expected M or F")
+                continue
+            keys.append(user)
+            for name, value in zip(columns, (user, age, GENDERS[gender], job, zipcode)):
+                columns[name].append(value)
+        user_table = side_table(keys, columns)
+
+        keys, columns = [], {"item_id": [], "movie_title": [], "release_year": [], "genre": []}
+        for _, (item, title, year, genres) in delimited_rows(files["movies"], tab, 4, skip_header=True):
+            keys.append(item)
+            first_genre = genres.split(" ")[0] if genres.strip() else None
+            for name, value in zip(columns, (item, title, year or None, first_genre)):
+                columns[name].append(value)
+        item_table = side_table(keys, columns)
+
+        ratings = files["ratings"]
+        rows = ((n, u, i, r, t) for n, (u, i, r, t) in delimited_rows(ratings, tab, 4, skip_header=True))
+        return RawTables(user_table, item_table, InteractionBuffer(ratings).drain(rows), str(ratings.path))

