@@ -85,9 +85,21 @@ def delimited_rows(
         yield line_no, parts
 
 
-def side_table(keys: list[str], columns: dict[str, list[str | None]]) -> pa.Table:
-    """A user or item table: "key" plus one string column per field."""
-    return pa.table({"key": pa.array(keys, pa.string()), **{k: pa.array(v, pa.string()) for k, v in columns.items()}})
+class SideTableBuilder:
+    """Collects a user or item table row by row: "key" plus one string column per field."""
+
+    def __init__(self, *columns: str):
+        self._keys: list[str] = []
+        self._columns: dict[str, list[str | None]] = {c: [] for c in columns}
+
+    def add(self, key: str, *values: str | None) -> None:
+        self._keys.append(key)
+        for column, value in zip(self._columns.values(), values, strict=True):
+            column.append(value)
+
+    def table(self) -> pa.Table:
+        columns = {name: pa.array(values, pa.string()) for name, values in self._columns.items()}
+        return pa.table({"key": pa.array(self._keys, pa.string()), **columns})
 
 
 class InteractionBuffer:

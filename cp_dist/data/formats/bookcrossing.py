@@ -10,7 +10,7 @@ from cp_dist.data.formats.base import (
     RawFormat,
     check_header,
     delimited_rows,
-    side_table,
+    SideTableBuilder,
     split_csv,
 )
 from cp_dist.data.lines import RawFile
@@ -53,25 +53,18 @@ class BookCrossing(RawFormat):
         for role, header in self.headers.items():
             check_header(files[role], header, csv_split)
 
-        keys, columns = [], {"user_id": [], "location": [], "age": []}
+        user_table = SideTableBuilder("user_id", "location", "age")
         for _, (user, location, age) in delimited_rows(files["users"], csv_split, 3, skip_header=True):
-            keys.append(user)
-            for name, value in zip(columns, (user, location, None if age == "NULL" else age)):
-                columns[name].append(value)
-        user_table = side_table(keys, columns)
-
-        keys, columns = [], {"isbn": [], "book_title": [], "author": [], "year": [], "publisher": []}
+            user_table.add(user, user, location, None if age == "NULL" else age)
+        item_table = SideTableBuilder("isbn", "book_title", "author", "year", "publisher")
         for _, (isbn, title, author, year, publisher, *_urls) in delimited_rows(
             files["books"], csv_split, 8, skip_header=True
         ):
-            keys.append(_isbn(isbn))
-            for name, value in zip(columns, (isbn, title, author, year, publisher)):
-                columns[name].append(value)
-        item_table = side_table(keys, columns)
+            item_table.add(_isbn(isbn), isbn, title, author, year, publisher)
 
         ratings = files["ratings"]
         rows = (
             (n, user, _isbn(isbn), rating, None)
             for n, (user, isbn, rating) in delimited_rows(ratings, csv_split, 3, skip_header=True)
         )
-        return RawTables(user_table, item_table, InteractionBuffer(ratings).drain(rows), str(ratings.path))
+        return RawTables(user_table.table(), item_table.table(), InteractionBuffer(ratings).drain(rows), str(ratings.path))

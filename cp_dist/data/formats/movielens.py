@@ -7,7 +7,7 @@ from cp_dist.data.formats.base import (
     RawFormat,
     check_header,
     delimited_rows,
-    side_table,
+    SideTableBuilder,
     split_on,
 )
 from cp_dist.data.lines import RawFile
@@ -50,28 +50,21 @@ class MovieLens1M(RawFormat):
 
     def read(self, files: dict[str, RawFile]) -> RawTables:
         sep = split_on("::")
-        keys, columns = [], {"user_id": [], "gender": [], "age": [], "occupation": [], "zipcode": []}
+        user_table = SideTableBuilder("user_id", "gender", "age", "occupation", "zipcode")
         users = files["users"]
         for line_no, (user, gender, age, job, zipcode) in delimited_rows(users, sep, 5):
             decoded = (GENDERS.get(gender), ML1M_AGES.get(age), ML1M_JOBS.get(int(job)) if job.isdigit() else None)
             if None in decoded:
                 users.bad_line(line_no, f"gender {gender!r}, age {age!r} or occupation {job!r} is not an ML-1M code")
                 continue
-            keys.append(user)
-            for name, value in zip(columns, (user, *decoded, zipcode)):
-                columns[name].append(value)
-        user_table = side_table(keys, columns)
-
-        keys, columns = [], {"movie_id": [], "title": [], "genre": []}
+            user_table.add(user, user, *decoded, zipcode)
+        item_table = SideTableBuilder("movie_id", "title", "genre")
         for _, (movie, title, genres) in delimited_rows(files["movies"], sep, 3):
-            keys.append(movie)
-            for name, value in zip(columns, (movie, title, genres.split("|")[0])):
-                columns[name].append(value)
-        item_table = side_table(keys, columns)
+            item_table.add(movie, movie, title, genres.split("|")[0])
 
         ratings = files["ratings"]
         rows = ((n, u, m, r, t) for n, (u, m, r, t) in delimited_rows(ratings, sep, 4))
-        return RawTables(user_table, item_table, InteractionBuffer(ratings).drain(rows), str(ratings.path))
+        return RawTables(user_table.table(), item_table.table(), InteractionBuffer(ratings).drain(rows), str(ratings.path))
 
 
 class MovieLens100K(RawFormat):
@@ -102,25 +95,17 @@ class MovieLens100K(RawFormat):
         for role, header in self.headers.items():
             check_header(files[role], header, tab)
 
-        keys, columns = [], {"user_id": [], "age": [], "gender": [], "occupation": [], "zip_code": []}
+        user_table = SideTableBuilder("user_id", "age", "gender", "occupation", "zip_code")
         users = files["users"]
         for line_no, (user, age, gender, job, zipcode) in delimited_rows(users, tab, 5, skip_header=True):
             if gender not in GENDERS:
                 users.bad_line(line_no, f"gender {gender!r}, expected M or F")
                 continue
-            keys.append(user)
-            for name, value in zip(columns, (user, age, GENDERS[gender], job, zipcode)):
-                columns[name].append(value)
-        user_table = side_table(keys, columns)
-
-        keys, columns = [], {"item_id": [], "movie_title": [], "release_year": [], "genre": []}
+            user_table.add(user, user, age, GENDERS[gender], job, zipcode)
+        item_table = SideTableBuilder("item_id", "movie_title", "release_year", "genre")
         for _, (item, title, year, genres) in delimited_rows(files["movies"], tab, 4, skip_header=True):
-            keys.append(item)
-            first_genre = genres.split(" ")[0] if genres.strip() else None
-            for name, value in zip(columns, (item, title, year or None, first_genre)):
-                columns[name].append(value)
-        item_table = side_table(keys, columns)
+            item_table.add(item, item, title, year or None, genres.split(" ")[0] if genres.strip() else None)
 
         ratings = files["ratings"]
         rows = ((n, u, i, r, t) for n, (u, i, r, t) in delimited_rows(ratings, tab, 4, skip_header=True))
-        return RawTables(user_table, item_table, InteractionBuffer(ratings).drain(rows), str(ratings.path))
+        return RawTables(user_table.table(), item_table.table(), InteractionBuffer(ratings).drain(rows), str(ratings.path))
