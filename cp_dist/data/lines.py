@@ -183,10 +183,3 @@ def _schema_mismatch(record: dict, schema: pa.Schema) -> str | None:
             return f"field {f.name!r} is {value!r}, expected {f.type}"
     return None
 
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -55,14 +55,6 @@ class LabelRule:
         return (ratings >= self.positive_at_least).astype(np.int8)
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    """A raw file a reader needs: its role (e.g. "ratings") and its path."""
-
-    role: str
-    path: str
-
-
 #: Columns of every interaction chunk a reader yields.
 INTERACTION_SCHEMA = pa.schema(
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -58,17 +59,15 @@ def test_counts_vocabularies_and_text_round_trip(fmt: str, make_synth, tmp_path:
         assert (rows["train"][f.name] > 0).all(), "with min_count=1 every training value is in the vocabulary"
 
     key_field = next(f for f in meta.fields if f.side == "item").text_column
-    everything = __import__("pandas").concat(list(rows.values()))
-    checked = 0
+    everything = pd.concat(list(rows.values()))
+    checked_accented = 0
     for key, expected in truth["item_samples"].items():
         matches = everything[everything[key_field] == key]
         for field, value in expected.items():
             assert (matches[f"{field}_text"] == value).all(), (key, field)
-        checked += len(matches)
-    assert checked > 0, "some sampled items must have interactions"
-    assert any(not v["title" if "title" in v else "book_title"].isascii() for v in truth["item_samples"].values()), (
-        "the samples include a non-ASCII (ISO-8859-1 where the format uses it) title"
-    )
+        if not all(v.isascii() for v in expected.values()):
+            checked_accented += len(matches)
+    assert checked_accented > 0, "a title with non-ASCII (ISO-8859-1 where the format uses it) letters round-trips"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
