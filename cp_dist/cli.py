@@ -68,6 +68,42 @@ def _data_tokenize(args: argparse.Namespace) -> None:
     print(f"added column {meta.tokenizer['column']!r} ({args.tokenizer}, max_length {args.max_length}) to {args.data}")
 
 
+def _config(args: argparse.Namespace, meta_dataset: str):
+    from cp_dist.config import load_config
+
+    overrides = list(args.set or [])
+    if getattr(args, "model", None):
+        overrides.append(f"ctr.model={args.model}")
+    if args.nproc is not None:
+        overrides.append(f"distributed.nproc={args.nproc}")
+    if args.sharding is not None:
+        overrides.append(f"distributed.sharding={args.sharding}")
+    return load_config(args.preset or meta_dataset, overrides)
+
+
+def _train_ctr(args: argparse.Namespace) -> None:
+    from cp_dist.data.meta import DatasetMeta
+    from cp_dist.training.ctr import train_ctr
+
+    config = _config(args, DatasetMeta.load(args.data).dataset)
+    metrics = train_ctr(args.data, args.out, config, overwrite=args.overwrite)
+    print(
+        f"{metrics['model']} on {metrics['dataset']} ({metrics['world_size']} rank(s)): best epoch {metrics['best_epoch']}, "
+        f"valid AUC {metrics['valid']['auc']:.4f}, test AUC {metrics['test']['auc']:.4f}, "
+        f"test LogLoss {metrics['test']['logloss']:.4f}\nwrote {args.out}/metrics.json and {args.out}/checkpoint/"
+    )
+
+
+def _ctr_table(args: argparse.Namespace) -> None:
+    from cp_dist.data.meta import DatasetMeta
+    from cp_dist.training.ctr_table import run_table
+
+    meta = DatasetMeta.load(args.data)
+    table = run_table(args.data, args.out, _config(args, meta.dataset), models=args.models, seeds=args.seeds,
+                      results_dir=args.results)
+    print(table)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cp-dist",
@@ -137,6 +173,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default="minilm", help="'minilm' (the bundled default), a HF name or a local path")
     p.add_argument("--max-length", type=int, default=128)
     p.set_defaults(run=_data_tokenize)
+
+    from cp_dist.ctr.backbones import BACKBONES
+    from cp_dist.distributed.sharding import SHARDINGS
+
+    def training_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", type=Path, required=True, help="prepared directory (`cp-dist data prepare`)")
+        p.add_argument("--out", type=Path, required=True, help="run directory for metrics and checkpoints")
+        p.add_argument("--preset", help="YAML preset name or path (default: the data set's own preset)")
+        p.add_argument("--nproc", type=int, help="ranks on this machine (gloo on CPU, NCCL on GPU)")
+        p.add_argument("--sharding", choices=list(SHARDINGS), help="embedding-table sharding (default: auto)")
+        p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a preset value, e.g. train.epochs=5")
+        p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+
+    p = commands.add_parser(
+        "train-ctr",
+        help="train a CTR backbone on TorchRec-sharded embeddings; early stopping on validation AUC",
+        description="Trains one of the ten backbones with its embedding tables sharded by TorchRec "
+        "(DistributedModelParallel; fused row-wise Adagrad on the tables, AdamW on dense layers), keeps the "
+        "epoch with the best validation AUC, and writes metrics.json (test AUC/LogLoss, per-step losses, plan) "
+        "and checkpoint/ (per-rank safetensors, loadable at any world size).",
+    )
+    p.add_argument("--model", choices=list(BACKBONES), help="backbone (default: the preset's, dcnv2)")
+    training_options(p)
+    p.set_defaults(run=_train_ctr)
+
+    p = commands.add_parser(
+        "ctr-table",
+        help="train several backbones over several seeds and write a comparison table",
+        description="Trains every backbone (or --models) once per seed with the same preset and data, and writes "
+        "table.json and table.md (in --results, default --out): mean and standard deviation of test AUC and "
+        "LogLoss. Finished runs in --out are reused, so an interrupted table resumes.",
+    )
+    p.add_argument("--models", nargs="+", choices=list(BACKBONES), default=list(BACKBONES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--results", type=Path, help="where table.json / table.md go (default: --out)")
+    training_options(p)
+    p.set_defaults(run=_ctr_table)
     return parser
 
 

@@ -26,13 +26,18 @@ def atomic_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, target)
+
+
+def replace_dir(source: Path, target: Path) -> None:
+    """Moves the finished directory `source` to `target`, replacing any previous `target`."""
     if target.exists():
         old = _sibling(target, "old")
         target.rename(old)
-        tmp.rename(target)
+        source.rename(target)
         shutil.rmtree(old)
     else:
-        tmp.rename(target)
+        source.rename(target)
 
 
 @contextmanager

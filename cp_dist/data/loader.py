@@ -27,6 +27,11 @@ class Batch:
     labels: torch.Tensor  # [B] float32 in {0, 1}
     input_ids: torch.Tensor | None = None  # [B, T] token ids, padded
     attention_mask: torch.Tensor | None = None
+    num_valid: int | None = None  # rows past this repeat the last row, so that ranks stay in step
+
+    def __post_init__(self) -> None:
+        if self.num_valid is None:
+            self.num_valid = len(self.labels)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -92,10 +97,16 @@ class SplitLoader:
             yield self._slice(carry)
 
     def _slice(self, global_batch: pa.Table) -> Batch:
-        per_rank = -(-global_batch.num_rows // self.world_size)
-        part = global_batch.slice(self.rank * per_rank, per_rank)
+        """This rank's rows. A short last batch is padded by repeating its last row, so that every
+        rank runs the same number of equally sized steps (sharded layers exchange data each step)."""
+        rows = global_batch.num_rows
+        per_rank = -(-rows // self.world_size)
+        padded = global_batch.take(np.minimum(np.arange(per_rank * self.world_size), rows - 1))
+        part = padded.slice(self.rank * per_rank, per_rank)
+        num_valid = int(np.clip(rows - self.rank * per_rank, 0, per_rank))
         ids = np.stack([part[f.name].to_numpy() for f in self.meta.fields], axis=1).astype(np.int64)
-        batch = Batch(torch.from_numpy(ids), torch.from_numpy(part["label"].to_numpy().astype(np.float32)))
+        labels = torch.from_numpy(part["label"].to_numpy().astype(np.float32))
+        batch = Batch(torch.from_numpy(ids), labels, num_valid=num_valid)
         if self.text:
             tokens, mask = pad_token_lists(part[TOKENS_COLUMN], self.meta.tokenizer["pad_token_id"] or 0)
             batch.input_ids, batch.attention_mask = torch.from_numpy(tokens), torch.from_numpy(mask)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from cp_dist.data.errors import DataError
@@ -82,7 +83,7 @@ class World:
         return pc.binary_join_element_wise(*(words.take(self.title_words[:, k]) for k in range(3)), " ")
 
     def clicks(self, n: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(user, item, clicked) in chunks; P(click) = sigmoid(collaborative + semantic + biases)."""
+        """(user, item, P(click)) in chunks; P(click) = sigmoid(collaborative + semantic + biases)."""
         for start in range(0, n, CHUNK):
             size = min(CHUNK, n - start)
             users = np.searchsorted(self.user_cdf, rng.random(size))
@@ -91,7 +92,7 @@ class World:
             taste = self.genre_taste[users, self.item_genre[items]]
             valence = WORD_VALENCE[self.title_words[items]].mean(axis=1) * 2.0
             logit = 1.2 * affinity + taste + valence + self.user_bias[users] + self.item_bias[items]
-            yield users, items, rng.random(size) < 1 / (1 + np.exp(-logit))
+            yield users, items, 1 / (1 + np.exp(-logit))
 
 
 def ratings_for(clicked: np.ndarray, rng: np.random.Generator, scale: str) -> np.ndarray:
@@ -176,13 +177,15 @@ class ClickStream:
     def __init__(self, world: World, rows: int, rng: np.random.Generator, scale: str):
         self.world, self.rows, self.rng, self.scale = world, rows, rng, scale
         self.kept = self.positives = 0
+        self.oracle_auc: float | None = None
         self.seen_users = np.zeros(len(world.user_bias), dtype=bool)
         self.seen_items = np.zeros(world.n_items, dtype=bool)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         dropped = {"movielens": 3, "goodreads": 0}.get(self.scale)
         with tqdm(total=self.rows, desc="interactions", unit="rows", leave=False, disable=None) as progress:
-            for users, items, clicked in self.world.clicks(self.rows, self.rng):
+            for users, items, probability in self.world.clicks(self.rows, self.rng):
+                clicked = self.rng.random(len(users)) < probability
                 ratings = ratings_for(clicked, self.rng, self.scale)
                 yield users, items, ratings, self.rng.integers(T0, T1, len(users))
                 kept = ratings != dropped
@@ -190,6 +193,9 @@ class ClickStream:
                 self.positives += int((clicked & kept).sum())
                 self.seen_users[users[kept]] = True
                 self.seen_items[items[kept]] = True
+                if self.oracle_auc is None and 0 < clicked[kept].sum() < kept.sum():
+                    # The best AUC any model can reach here: scoring by the true click probability.
+                    self.oracle_auc = float(roc_auc_score(clicked[kept], probability[kept]))
                 progress.update(len(users))
 
     def truth(self) -> dict:
@@ -198,6 +204,7 @@ class ClickStream:
             "positives": self.positives,
             "distinct_users": int(self.seen_users.sum()),
             "distinct_items": int(self.seen_items.sum()),
+            "oracle_auc": self.oracle_auc,
         }
 
 

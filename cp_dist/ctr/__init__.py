@@ -1,0 +1,1 @@
+"""CTR models: TorchRec field embeddings -> a backbone's feature interactions -> q -> logit."""

@@ -1,0 +1,41 @@
+"""A CTR model: embed -> interact -> q -> logit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cp_dist.config import CTRConfig
+from cp_dist.ctr.backbones import build_backbone
+from cp_dist.ctr.embedding import FieldEmbedding
+from cp_dist.data.meta import FieldMeta
+
+
+class CTRModel(nn.Module):
+    """TorchRec field embeddings, a registered backbone and a linear head.
+
+    `embedding_device="meta"` defers the tables to DistributedModelParallel, which allocates only
+    each rank's shards.
+    """
+
+    def __init__(self, fields: Sequence[FieldMeta], config: CTRConfig, embedding_device: str | None = None):
+        super().__init__()
+        self.config = config
+        self.embedding = FieldEmbedding(fields, config.embedding_dim, embedding_device)
+        self.backbone = build_backbone(config, len(fields))
+        self.head = nn.Linear(self.backbone.q_dim, 1)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)
+
+    def interact(self, fields: torch.Tensor) -> torch.Tensor:
+        """The representation q that the head scores and ClickPrompt turns into prompts."""
+        return self.backbone(fields)
+
+    def logit(self, q: torch.Tensor) -> torch.Tensor:
+        return self.head(q).squeeze(-1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.logit(self.interact(self.embed(ids)))

@@ -1,0 +1,1 @@
+"""Process groups, TorchRec sharding, and sharded state (initialisation and checkpoints)."""

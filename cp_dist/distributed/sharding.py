@@ -1,0 +1,69 @@
+"""How the embedding tables are split across ranks: TorchRec's planner, or a forced sharding type."""
+
+from __future__ import annotations
+
+import torch.distributed as dist
+from torch import nn
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, TrainerConfig
+from torchrec.distributed.sharding_plan import construct_module_sharding_plan, row_wise
+from torchrec.distributed.types import ShardingEnv, ShardingPlan, ShardingType
+
+from cp_dist.distributed.process_group import RankInfo
+
+#: "auto" lets the planner choose among the model-parallel types only. Data-parallel tables would
+#: leave the fused row-wise Adagrad for the dense optimizer (so training would depend on the plan)
+#: and run through an fbgemm dense kernel that warns of unregistered autograd.
+MODEL_PARALLEL = [ShardingType.TABLE_WISE, ShardingType.COLUMN_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.ROW_WISE]
+SHARDINGS = {
+    "auto": MODEL_PARALLEL,
+    "table_wise": [ShardingType.TABLE_WISE],
+    "column_wise": [ShardingType.COLUMN_WISE],
+    "row_wise": [ShardingType.ROW_WISE],
+}
+EBC_PATH = "embedding.ebc"
+
+
+def sharding_plan(model: nn.Module, sharding: str, rank: RankInfo) -> ShardingPlan:
+    """The plan for the model's EmbeddingBagCollection at EBC_PATH.
+
+    Row-wise gets a hand-built plan: TorchRec's planner refuses it on CPU (stack.md), and the
+    same plan serves GPUs. The others go through the planner, constrained to one type.
+    """
+    if sharding not in SHARDINGS:
+        raise ValueError(f"distributed.sharding {sharding!r}: expected one of {', '.join(SHARDINGS)}")
+    ebc = model.get_submodule(EBC_PATH)
+    if sharding == "row_wise":
+        per_table = {config.name: row_wise(compute_kernel="fused") for config in ebc.embedding_bag_configs()}
+        module_plan = construct_module_sharding_plan(
+            ebc, per_param_sharding=per_table, device_type=rank.device.type, world_size=rank.world_size
+        )
+        return ShardingPlan({EBC_PATH: module_plan})
+    allowed = [t.value for t in SHARDINGS[sharding]]
+    constraints = {config.name: ParameterConstraints(sharding_types=allowed) for config in ebc.embedding_bag_configs()}
+    topology = TopologyFactory.create_topology(
+        TrainerConfig(world_size=rank.world_size), kernel_config=KernelConfig(compute_device=rank.device.type)
+    )
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    return planner.collective_plan(model, None, dist.GroupMember.WORLD)
+
+
+def shard(model: nn.Module, sharding: str, rank: RankInfo) -> DistributedModelParallel:
+    """Wraps the model: tables sharded by the plan, every other parameter data-parallel."""
+    return DistributedModelParallel(
+        model,
+        env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+        device=rank.device,
+        plan=sharding_plan(model, sharding, rank),
+    )
+
+
+def describe_plan(model: DistributedModelParallel) -> dict[str, str]:
+    """table -> sharding type and ranks, for logs and results."""
+    described = {}
+    for module_plan in model.plan.plan.values():
+        for table, parameter in module_plan.items():
+            ranks = sorted(set(parameter.ranks or []))
+            described[table] = f"{parameter.sharding_type} on ranks {ranks}"
+    return described

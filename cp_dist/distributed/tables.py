@@ -1,0 +1,163 @@
+"""Embedding-table state that does not depend on how the tables are sharded.
+
+Every piece of table state is addressed in full-table coordinates (row and column offsets), so
+the same code initialises shards, saves them and loads them into any other sharding or world
+size, or into a plain single-process model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+from cp_dist.io import replace_dir
+
+INIT_BLOCK_ROWS = 4096
+INDEX_FILE = "checkpoint.json"
+DENSE_FILE = "dense.safetensors"
+
+
+@dataclass
+class TableBlock:
+    """A rectangle of one table held by this rank: a view into the live weights."""
+
+    table: str  # state-dict key of the full table
+    tensor: torch.Tensor
+    row: int
+    col: int
+    replicated: bool  # the full table on every rank (unsharded or data-parallel)
+
+
+def is_table(key: str) -> bool:
+    return ".embedding_bags." in key and key.endswith(".weight")
+
+
+def table_blocks(model: nn.Module) -> Iterator[TableBlock]:
+    for key, value in model.state_dict().items():
+        if not is_table(key):
+            continue
+        if isinstance(value, ShardedTensor):
+            for shard in value.local_shards():
+                row, col = shard.metadata.shard_offsets
+                yield TableBlock(key, shard.tensor, row, col, replicated=False)
+        else:
+            yield TableBlock(key, value, 0, 0, replicated=True)
+
+
+def _rank() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+@torch.no_grad()
+def initialize_tables(model: nn.Module, seed: int, std: float) -> None:
+    """N(0, std) weights that depend only on (seed, table, row): identical for every sharding."""
+    for block in table_blocks(model):
+        table_seed = zlib.crc32(block.table.encode()) ^ (seed * 0x9E3779B1 & 0xFFFFFFFF)
+        rows, cols = block.tensor.shape
+        first, last = block.row // INIT_BLOCK_ROWS, (block.row + rows - 1) // INIT_BLOCK_ROWS
+        full_width = block.col + cols  # generate whole rows up to this shard's last column
+        generated = []
+        for index in range(first, last + 1):
+            generator = torch.Generator().manual_seed(table_seed * 1_000_003 + index)
+            generated.append(torch.randn(INIT_BLOCK_ROWS, max(full_width, 1), generator=generator))
+        values = torch.cat(generated)[block.row - first * INIT_BLOCK_ROWS :][:rows, block.col : block.col + cols]
+        block.tensor.copy_(values * std)
+
+
+def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> None:
+    """Writes every rank's table blocks and rank 0's dense weights as safetensors. Call on every rank.
+
+    Layout: tables-rank<R>.safetensors (blocks keyed "<table>@<row>,<col>"), dense.safetensors,
+    checkpoint.json (table shapes, files, `extra`). Files are staged in a hidden sibling and the
+    directory is replaced only once all ranks have written theirs.
+    """
+    rank, world = _rank()
+    staging = directory.parent / f".{directory.name}.staging"
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    _barrier()
+    blocks = {
+        f"{b.table}@{b.row},{b.col}": b.tensor.detach().contiguous().cpu()
+        for b in table_blocks(model)
+        if not b.replicated or rank == 0
+    }
+    save_file(blocks, str(staging / f"tables-rank{rank:05d}.safetensors"))
+    if rank == 0:
+        state = model.state_dict()
+        dense = {k: v.detach().contiguous().cpu() for k, v in state.items() if not is_table(k)}
+        save_file(dense, str(staging / DENSE_FILE))
+        index = {
+            "world_size": world,
+            "tables": {k: list(v.size()) for k, v in state.items() if is_table(k)},
+            "files": [f"tables-rank{r:05d}.safetensors" for r in range(world)],
+        }
+        (staging / INDEX_FILE).write_text(json.dumps(index | (extra or {}), indent=2) + "\n")
+    _barrier()
+    if rank == 0:
+        replace_dir(staging, directory)
+    _barrier()
+
+
+@torch.no_grad()
+def load_model(model: nn.Module, directory: Path) -> dict:
+    """Loads a save_model() directory into a model of any sharding or world size; returns its index."""
+    index_path = directory / INDEX_FILE
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path}: not found; expected a checkpoint written by cp_dist")
+    index = json.loads(index_path.read_text())
+    saved: dict[str, list[tuple[str, int, int, Path]]] = {}
+    for name in index["files"]:
+        with safe_open(str(directory / name), framework="pt") as handle:
+            for key in handle.keys():
+                table, _, offsets = key.rpartition("@")
+                row, col = map(int, offsets.split(","))
+                saved.setdefault(table, []).append((key, row, col, directory / name))
+    for block in table_blocks(model):
+        if block.table not in saved:
+            raise KeyError(f"{directory}: no weights for table {block.table}")
+        filled = _fill_block(block, saved[block.table])
+        if filled != block.tensor.numel():
+            raise ValueError(f"{directory}: table {block.table} covers {filled} of {block.tensor.numel()} values of this shard")
+    state = model.state_dict()
+    with safe_open(str(directory / DENSE_FILE), framework="pt") as handle:
+        expected = {k for k in state if not is_table(k)}
+        missing = expected - set(handle.keys())
+        if missing:
+            raise KeyError(f"{directory / DENSE_FILE}: missing {sorted(missing)[:3]}")
+        for key in expected:
+            state[key].copy_(handle.get_tensor(key))
+    return index
+
+
+def _fill_block(block: TableBlock, pieces: list[tuple[str, int, int, Path]]) -> int:
+    rows, cols = block.tensor.shape
+    filled = 0
+    for key, row, col, path in pieces:
+        with safe_open(str(path), framework="pt") as handle:
+            piece = handle.get_slice(key)
+            piece_rows, piece_cols = piece.get_shape()
+            r0, r1 = max(row, block.row), min(row + piece_rows, block.row + rows)
+            c0, c1 = max(col, block.col), min(col + piece_cols, block.col + cols)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            values = piece[r0 - row : r1 - row, c0 - col : c1 - col]
+            block.tensor[r0 - block.row : r1 - block.row, c0 - block.col : c1 - block.col].copy_(values)
+            filled += (r1 - r0) * (c1 - c0)
+    return filled

@@ -1,0 +1,1 @@
+"""Training loops: CTR models now; PA-MLM pretraining and finetuning next."""

@@ -1,0 +1,100 @@
+"""Sharded (2 ranks, gloo) against single-process training, and checkpoints across shardings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cp_dist.config import load_config
+from cp_dist.ctr.model import CTRModel
+from cp_dist.data.loader import SplitLoader
+from cp_dist.data.meta import DatasetMeta
+from cp_dist.data.prepare import prepare
+from cp_dist.data.synth import synth
+from cp_dist.distributed.process_group import RankInfo, launch
+from cp_dist.distributed.tables import load_model, save_model
+from cp_dist.training.ctr import build_sharded_model, train_ctr
+from cp_dist.training.evaluate import predict
+
+SETTINGS = ["ctr.mlp=[32,32]", "train.epochs=2", "train.global_batch_size=256", "train.patience=5"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("sharding")
+    synth("ml-1m", 6000, base / "raw")
+    prepare("ml-1m", base / "raw", base / "prepared")
+    return base / "prepared"
+
+
+@pytest.mark.parametrize("sharding", ["table_wise", "row_wise"])
+def test_sharded_training_matches_single_process(sharding: str, data: Path, tmp_path: Path) -> None:
+    single = train_ctr(data, tmp_path / "single", load_config("ml-1m", SETTINGS))
+    sharded = train_ctr(data, tmp_path / sharding, load_config("ml-1m", [*SETTINGS, "distributed.nproc=2", f"distributed.sharding={sharding}"]))
+    assert sharded["world_size"] == 2 and all(sharding in plan for plan in sharded["sharding"].values())
+    for one, two in zip(single["history"], sharded["history"], strict=True):
+        assert len(one["step_losses"]) == len(two["step_losses"]) > 5
+        # Same global batches: measured gap 1.2e-7 (float32 summation order) over 28 steps.
+        np.testing.assert_allclose(two["step_losses"], one["step_losses"], rtol=0, atol=1e-6)
+    assert abs(single["test"]["auc"] - sharded["test"]["auc"]) < 1e-4
+
+
+def _score(model, device):
+    return lambda batch: model(batch.ids.to(device))
+
+
+def _test_loader(data: Path, rank: RankInfo) -> SplitLoader:
+    # One global batch holding the whole split: rank slices concatenate back in row order.
+    rows = DatasetMeta.load(data).splits["test"]["rows"]
+    return SplitLoader(data, "test", global_batch_size=rows + rows % rank.world_size, rank=rank.rank, world_size=rank.world_size)
+
+
+def _train_and_save(rank: RankInfo, data: Path, out: Path, sharding: str) -> None:
+    config = load_config("ml-1m", [*SETTINGS, f"distributed.sharding={sharding}"])
+    model = build_sharded_model(DatasetMeta.load(data), config, rank)
+    dense = torch.optim.AdamW([p for n, p in model.named_parameters() if "embedding_bags" not in n], lr=1e-3)
+    train = SplitLoader(data, "train", global_batch_size=256, rank=rank.rank, world_size=rank.world_size, shuffle=True)
+    for _, batch in zip(range(5), train):
+        loss = F.binary_cross_entropy_with_logits(model(batch.ids), batch.labels)
+        dense.zero_grad()
+        loss.backward()
+        dense.step()
+    model.eval()
+    np.save(out / f"before-rank{rank.rank}.npy", predict(_score(model, rank.device), _test_loader(data, rank)))
+    save_model(model, out / "checkpoint")
+
+
+def _load_and_predict(rank: RankInfo, data: Path, out: Path, sharding: str, tag: str) -> None:
+    config = load_config("ml-1m", [*SETTINGS, f"distributed.sharding={sharding}", "train.seed=99"])
+    model = build_sharded_model(DatasetMeta.load(data), config, rank)  # different initial weights
+    load_model(model, out / "checkpoint")
+    model.eval()
+    np.save(out / f"{tag}-rank{rank.rank}.npy", predict(_score(model, rank.device), _test_loader(data, rank)))
+
+
+def _gathered(out: Path, tag: str, world: int) -> np.ndarray:
+    return np.concatenate([np.load(out / f"{tag}-rank{r}.npy") for r in range(world)])
+
+
+@pytest.mark.parametrize("nproc, sharding", [(2, "row_wise"), (1, "auto")])
+def test_checkpoint_reloads_to_identical_predictions(nproc: int, sharding: str, data: Path, tmp_path: Path) -> None:
+    launch(_train_and_save, nproc, "gloo", data, tmp_path, sharding)
+    before = _gathered(tmp_path, "before", nproc)
+    assert len(before) == DatasetMeta.load(data).splits["test"]["rows"]
+
+    launch(_load_and_predict, nproc, "gloo", data, tmp_path, sharding, "same")
+    np.testing.assert_array_equal(_gathered(tmp_path, "same", nproc), before)
+
+    # Into another sharding and world size, and into a plain model with no process group at all.
+    launch(_load_and_predict, 2, "gloo", data, tmp_path, "column_wise", "column")
+    np.testing.assert_allclose(_gathered(tmp_path, "column", 2), before, rtol=0, atol=1e-6)
+    meta = DatasetMeta.load(data)
+    plain = CTRModel(meta.fields, load_config("ml-1m", SETTINGS).ctr)
+    load_model(plain, tmp_path / "checkpoint")
+    plain.eval()
+    loader = SplitLoader(data, "test", global_batch_size=4096)
+    np.testing.assert_allclose(predict(lambda b: plain(b.ids), loader), before, rtol=0, atol=1e-6)
