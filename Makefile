@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test bench-prepare clean
+.PHONY: install run test bench-prepare bench-ctr-train clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ test: install
 ## Preparation at paper scale (GoodReads format, ~20.1M interactions; ~10-15 min on 2 cores).
 bench-prepare: install
 	$(PY) perf/bench_prepare.py
+
+## DCNv2 training samples/s: 1 process against 2 sharded processes (~2 min).
+bench-ctr-train: install
+	$(PY) perf/bench_ctr_train.py --steps 150
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -91,8 +91,9 @@ class Vocabulary:
         return len(self.values) + 1
 
 
-def prepare(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareOptions = PrepareOptions()) -> DatasetMeta:
+def prepare(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareOptions | None = None) -> DatasetMeta:
     """Reads `raw_dir` in the data set's native format and writes the prepared directory `out_dir`."""
+    options = options or PrepareOptions()
     options.validate()
     fmt = get_format(dataset)
     method = options.split or ("time" if fmt.has_timestamp else "random")

@@ -66,14 +66,14 @@ def process_group(rank: int, world_size: int, backend: str, port: int) -> Iterat
 
 
 #: Deprecation notices from TorchRec and DDP internals that users cannot act on.
-LIBRARY_NOISE = ("broadcast_buffers", "HeuristicalStorageReservation", "DTensor instead", "is_fx_tracing")
+LIBRARY_NOISE = ("broadcast_buffers", "HeuristicalStorageReservation", "DTensor instead", "_apply_optimizer_in_backward")
 
 
 def quiet_library_noise() -> None:
     for message in LIBRARY_NOISE:
         warnings.filterwarnings("ignore", message=f".*{message}.*")
     for name in ("torchrec.distributed.planner.types", "torchrec.distributed.planner.storage_reservations",
-                 "torchrec.distributed.utils", "root"):
+                 "torchrec.distributed.utils", "torch.fx._symbolic_trace", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

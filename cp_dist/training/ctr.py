@@ -57,14 +57,27 @@ def build_sharded_model(meta: DatasetMeta, config: Config, rank: RankInfo):
     return sharded
 
 
+def dense_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
+    """AdamW over every parameter the fused table optimizer does not already own."""
+    return torch.optim.AdamW(
+        [p for _, p in in_backward_optimizer_filter(model.named_parameters())],
+        lr=config.train.dense_lr, weight_decay=config.train.dense_weight_decay,
+    )
+
+
+def train_step(model: torch.nn.Module, dense: torch.optim.Optimizer, batch: Batch, device: torch.device) -> torch.Tensor:
+    loss = F.binary_cross_entropy_with_logits(model(batch.ids.to(device)), batch.labels.to(device))
+    dense.zero_grad()
+    loss.backward()  # the tables' row-wise Adagrad steps inside backward
+    dense.step()
+    return loss.detach()
+
+
 def _train_rank(rank: RankInfo, job: CTRJob) -> None:
     config, train = job.config, job.config.train
     meta = DatasetMeta.load(job.data_dir)
     model = build_sharded_model(meta, config, rank)
-    dense = torch.optim.AdamW(
-        [p for _, p in in_backward_optimizer_filter(model.named_parameters())],
-        lr=train.dense_lr, weight_decay=train.dense_weight_decay,
-    )
+    dense = dense_optimizer(model, config)
     per_rank = {"rank": rank.rank, "world_size": rank.world_size}
     train_loader = SplitLoader(job.data_dir, "train", global_batch_size=train.global_batch_size, shuffle=True,
                                seed=train.seed, drop_last=True, **per_rank)
@@ -82,11 +95,7 @@ def _train_rank(rank: RankInfo, job: CTRJob) -> None:
         model.train()
         step_losses = []
         for batch in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=None if rank.is_main else True):
-            loss = F.binary_cross_entropy_with_logits(score(batch), batch.labels.to(rank.device))
-            dense.zero_grad()
-            loss.backward()  # the tables' row-wise Adagrad steps inside backward
-            dense.step()
-            step_losses.append(loss.detach())
+            step_losses.append(train_step(model, dense, batch, rank.device))
         losses = torch.stack(step_losses)
         dist.all_reduce(losses)  # each step's loss over the whole global batch
         losses = (losses / rank.world_size).tolist()

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from cp_dist.config import load_config
 from cp_dist.ctr.model import CTRModel
@@ -17,7 +15,7 @@ from cp_dist.data.prepare import prepare
 from cp_dist.data.synth import synth
 from cp_dist.distributed.process_group import RankInfo, launch
 from cp_dist.distributed.tables import load_model, save_model
-from cp_dist.training.ctr import build_sharded_model, train_ctr
+from cp_dist.training.ctr import build_sharded_model, dense_optimizer, train_ctr, train_step
 from cp_dist.training.evaluate import predict
 
 SETTINGS = ["ctr.mlp=[32,32]", "train.epochs=2", "train.global_batch_size=256", "train.patience=5"]
@@ -56,13 +54,10 @@ def _test_loader(data: Path, rank: RankInfo) -> SplitLoader:
 def _train_and_save(rank: RankInfo, data: Path, out: Path, sharding: str) -> None:
     config = load_config("ml-1m", [*SETTINGS, f"distributed.sharding={sharding}"])
     model = build_sharded_model(DatasetMeta.load(data), config, rank)
-    dense = torch.optim.AdamW([p for n, p in model.named_parameters() if "embedding_bags" not in n], lr=1e-3)
+    dense = dense_optimizer(model, config)
     train = SplitLoader(data, "train", global_batch_size=256, rank=rank.rank, world_size=rank.world_size, shuffle=True)
     for _, batch in zip(range(5), train):
-        loss = F.binary_cross_entropy_with_logits(model(batch.ids), batch.labels)
-        dense.zero_grad()
-        loss.backward()
-        dense.step()
+        train_step(model, dense, batch, rank.device)
     model.eval()
     np.save(out / f"before-rank{rank.rank}.npy", predict(_score(model, rank.device), _test_loader(data, rank)))
     save_model(model, out / "checkpoint")

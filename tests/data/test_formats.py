@@ -99,6 +99,7 @@ def test_random_split_is_seeded(make_synth, tmp_path: Path) -> None:
     read = lambda d: pq.read_table(tmp_path / d / "test.parquet").column("isbn_text").to_pylist()  # noqa: E731
     assert read("a") == read("b") != read("c")
     assert first.splits == again.splits
+    assert other.splits["test"]["rows"] == first.splits["test"]["rows"], "same sizes, other rows"
 
 
 def test_min_count_sends_rare_values_to_oov(make_synth, tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def test_ids_follow_the_training_vocabulary(ml100k_prepared: Path, splits) -> No
         assert (np.diff(counts) <= 0).all(), "indices are ordered by training frequency"
     for s in SPLITS:
         for f in meta.fields:
-            expected = splits[s][f.text_column].map(lambda v: train_values[f.name].get(v, 0))
+            vocabulary = train_values[f.name]
+            expected = splits[s][f.text_column].map(lambda v, vocabulary=vocabulary: vocabulary.get(v, 0))
             assert (splits[s][f.name] == expected).all(), (s, f.name)
     assert (splits["train"][[f.name for f in meta.fields]] > 0).all().all()
     assert (splits["test"]["user_id"] == 0).any(), "users first seen after the training period map to OOV"

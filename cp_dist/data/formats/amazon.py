@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from cp_dist.data.columns import first_per_key, list_element_at
+from cp_dist.data.columns import list_element_at
 from cp_dist.data.formats.base import RawFormat, json_interactions, json_side_table
 from cp_dist.data.lines import RawFile
 from cp_dist.data.schema import Field, LabelRule, RawTables

@@ -8,9 +8,9 @@ from __future__ import annotations
 from cp_dist.data.formats.base import (
     InteractionBuffer,
     RawFormat,
+    SideTableBuilder,
     check_header,
     delimited_rows,
-    SideTableBuilder,
     split_csv,
 )
 from cp_dist.data.lines import RawFile
