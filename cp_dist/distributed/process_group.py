@@ -66,7 +66,10 @@ def process_group(rank: int, world_size: int, backend: str, port: int) -> Iterat
 
 
 #: Deprecation notices from TorchRec and DDP internals that users cannot act on.
-LIBRARY_NOISE = ("broadcast_buffers", "HeuristicalStorageReservation", "DTensor instead", "_apply_optimizer_in_backward")
+LIBRARY_NOISE = (
+    "broadcast_buffers", "HeuristicalStorageReservation", "DTensor instead", "_apply_optimizer_in_backward",
+    "non-tuple sequence for multidimensional indexing",  # torchmetrics 1.0.3 gathering across ranks
+)
 
 
 def quiet_library_noise() -> None:
