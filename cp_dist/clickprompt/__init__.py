@@ -1,0 +1,1 @@
+"""ClickPrompt: the CTR model as the prompt generator of a language model."""

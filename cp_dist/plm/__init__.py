@@ -1,0 +1,1 @@
+"""The pretrained language model side: loading, masked-LM head, prompted forward passes."""

@@ -1,0 +1,129 @@
+"""Prompt fusion against a hand-written reference, for a BERT and a RoBERTa configuration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cp_dist.clickprompt.generator import PromptGenerator
+from cp_dist.config import CTRConfig
+from cp_dist.ctr.model import CTRModel
+from cp_dist.data.meta import FieldMeta
+from cp_dist.distributed.tables import initialize_tables
+from cp_dist.plm.encoder import PromptedEncoder, Prompts, load_masked_lm, masked_lm_from_config, text_position_ids
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 120}
+FAMILIES = ["bert", "roberta"]
+
+
+def _tiny(model_type: str) -> PromptedEncoder:
+    torch.manual_seed(0)
+    model = masked_lm_from_config(model_type, attn_implementation="eager", hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0, pad_token_id=1, **TINY).eval()
+    return PromptedEncoder(model)
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(5, TINY["vocab_size"], (3, 7))
+    mask = torch.ones_like(ids)
+    ids[2, 5:], mask[2, 5:] = 1, 0  # a padded row
+    return ids, mask
+
+
+def _reference(encoder: PromptedEncoder, ids, mask, prefix=None, vectors=None) -> torch.Tensor:
+    """Every layer written out: text queries attend to [prompt slots ; text], text positions unshifted."""
+    base = encoder.encoder
+    positions = text_position_ids(ids, mask, encoder.masked_lm.config)
+    hidden = base.embeddings(input_ids=ids, position_ids=positions)
+    count = 0
+    if vectors is not None:
+        count = vectors.shape[1]
+        extra = base.embeddings.position_embeddings(positions[:, :1].expand(-1, count)) + base.embeddings.token_type_embeddings(
+            torch.zeros(ids.shape[0], count, dtype=torch.long))
+        hidden = torch.cat([base.embeddings.dropout(base.embeddings.LayerNorm(vectors + extra)), hidden], 1)
+    keys_mask = torch.cat([torch.ones(ids.shape[0], count or (prefix[0].shape[3] if prefix else 0)), mask.float()], 1)
+    batch, heads, size = ids.shape[0], encoder.num_heads, encoder.head_dim
+    for layer_index, layer in enumerate(base.encoder.layer):
+        attention = layer.attention.self
+        length = hidden.shape[1]
+        split = lambda x: x.view(batch, length, heads, size).transpose(1, 2)  # noqa: E731
+        query, key, value = split(attention.query(hidden)), split(attention.key(hidden)), split(attention.value(hidden))
+        if prefix is not None:
+            key = torch.cat([prefix[0][layer_index], key], 2)
+            value = torch.cat([prefix[1][layer_index], value], 2)
+        scores = (query @ key.transpose(-1, -2)) / size**0.5
+        scores = scores.masked_fill(keys_mask[:, None, None, :] == 0, float("-inf"))
+        context = (scores.softmax(-1) @ value).transpose(1, 2).reshape(batch, length, heads * size)
+        attended = layer.attention.output(context, hidden)
+        hidden = layer.output(layer.intermediate(attended), attended)
+    return hidden[:, count:]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_deep_prefix_equals_reference_attention(family: str) -> None:
+    encoder = _tiny(family)
+    ids, mask = _batch()
+    shape = (encoder.num_layers, 3, encoder.num_heads, 4, encoder.head_dim)
+    keys, values = torch.randn(shape), torch.randn(shape)
+    got = encoder(ids, mask, Prompts(keys=keys, values=values))
+    expected = _reference(encoder, ids, mask, prefix=(keys, values))
+    valid = mask.bool()
+    torch.testing.assert_close(got[valid], expected[valid], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_input_prompts_equal_reference_attention(family: str) -> None:
+    encoder = _tiny(family)
+    ids, mask = _batch()
+    vectors = torch.randn(3, 2, encoder.hidden)
+    got = encoder(ids, mask, Prompts(vectors=vectors))
+    expected = _reference(encoder, ids, mask, vectors=vectors)
+    torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_text_positions_are_not_shifted(family: str) -> None:
+    """With no prompts, our explicit positions reproduce the model's own default ones exactly."""
+    encoder = _tiny(family)
+    ids, mask = _batch()
+    default = encoder.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(encoder(ids, mask)[mask.bool()], default[mask.bool()], rtol=0, atol=0)
+
+
+def test_gradients_reach_generator_and_ctr_embeddings() -> None:
+    torch.manual_seed(0)
+    fields = [FieldMeta(f"f{k}", f"F{k}", "user", 10, 0) for k in range(3)]
+    ctr = CTRModel(fields, CTRConfig(model="dcnv2", embedding_dim=8, mlp=[16], cross_layers=1))
+    initialize_tables(ctr, seed=0, std=0.1)
+    encoder = _tiny("bert")
+    generator = PromptGenerator(ctr.backbone.q_dim, encoder, num_prompts=3)
+    ids, mask = _batch()
+    row_ids = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    prompts = generator(ctr.interact(ctr.embed(row_ids)))
+    logits = encoder.mlm_logits(encoder(ids, mask, prompts))
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten()).backward()
+    table = ctr.embedding.ebc.embedding_bags["f0"].weight.grad
+    assert table[[1, 4, 7]].abs().sum(1).gt(0).all() and table[[0, 2, 3]].abs().sum() == 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
+    # Output rows are laid out [K, key/value, layer, hidden]: every layer's prefix gets a gradient.
+    per_layer = generator.output.weight.grad.view(3, 2, encoder.num_layers, encoder.hidden, -1)
+    assert per_layer.abs().sum((0, 1, 3, 4)).gt(0).all()
+
+
+def test_generator_size_is_explicit() -> None:
+    encoder = _tiny("bert")
+    deep = PromptGenerator(q_dim=10, encoder=encoder, num_prompts=5)
+    hidden, layers = encoder.hidden, encoder.num_layers
+    assert deep.num_parameters == (10 * hidden + hidden) + (hidden * 5 * 2 * layers * hidden + 5 * 2 * layers * hidden)
+    prompts = deep(torch.randn(4, 10))
+    assert prompts.keys.shape == prompts.values.shape == (layers, 4, encoder.num_heads, 5, encoder.head_dim)
+    narrow = PromptGenerator(q_dim=10, encoder=encoder, num_prompts=5, placement="input", hidden=8)
+    assert narrow(torch.randn(4, 10)).vectors.shape == (4, 5, hidden) and narrow.num_parameters < deep.num_parameters
+
+
+def test_bundled_minilm_gets_a_fresh_head_tied_to_its_word_embeddings() -> None:
+    model, fresh = load_masked_lm("minilm")
+    assert fresh
+    encoder = PromptedEncoder(model)
+    assert encoder.num_layers == 6 and encoder.hidden == 384
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
