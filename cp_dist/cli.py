@@ -104,6 +104,44 @@ def _ctr_table(args: argparse.Namespace) -> None:
     print(table)
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    from cp_dist.data.meta import DatasetMeta
+    from cp_dist.training.clickprompt import pretrain
+
+    summary = pretrain(args.data, args.out, _config(args, DatasetMeta.load(args.data).dataset), overwrite=args.overwrite)
+    last = summary["history"][-1]
+    print(f"PA-MLM on {summary['dataset']}: {summary['rows']:,} rows x {len(summary['history'])} epoch(s), final MLM loss "
+          f"{last['mlm_loss']:.4f}, {summary['train_seconds']:.0f} s; generator {summary['generator_parameters']:,} parameters"
+          f"\nwrote {args.out}/pretrain.json and {args.out}/checkpoint/")
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from cp_dist.data.meta import DatasetMeta
+    from cp_dist.training.clickprompt import finetune_with_plm, finetune_without_plm
+
+    config = _config(args, DatasetMeta.load(args.data).dataset)
+    if args.with_plm:
+        metrics = finetune_with_plm(args.data, args.pretrained, args.out, config, overwrite=args.overwrite)
+        extra = f", fusion weight a = {metrics['fusion_weight']:.3f}"
+    else:
+        if args.pretrained is None:
+            raise DataError("--without-plm needs --pretrained (without PA-MLM it is plain `cp-dist train-ctr`)")
+        metrics = finetune_without_plm(args.data, args.pretrained, args.out, config, overwrite=args.overwrite)
+        extra = ""
+    print(f"{metrics['model']} on {metrics['dataset']}: best epoch {metrics['best_epoch']}, valid AUC "
+          f"{metrics['valid']['auc']:.4f}, test AUC {metrics['test']['auc']:.4f}, test LogLoss "
+          f"{metrics['test']['logloss']:.4f}{extra}\nwrote {args.out}/metrics.json and {args.out}/checkpoint/")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from cp_dist.io import write_json
+    from cp_dist.training.runs import evaluate_run
+
+    metrics = evaluate_run(args.run, args.data, args.split)
+    write_json(args.run / f"eval_{args.split}.json", {"data": str(args.data), "split": args.split, **metrics})
+    print(f"{args.split}: AUC {metrics['auc']:.4f}, LogLoss {metrics['logloss']:.4f}  (wrote {args.run}/eval_{args.split}.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cp-dist",
@@ -131,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-count", type=int, default=1, help="values seen fewer times in training become OOV")
     p.add_argument("--strict", action="store_true", help="fail on the first malformed line instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (only once the run succeeded)")
-    p.set_defaults(run=_data_prepare)
+    p.set_defaults(handler=_data_prepare)
 
     p = data_commands.add_parser(
         "fetch",
@@ -143,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, help="cache directory (default: $CP_DIST_CACHE or ~/.cache/cp_dist)")
     p.add_argument("--out", type=Path, help="prepared output directory (default: CACHE/prepared/DATASET)")
     p.add_argument("--overwrite", action="store_true", help="prepare again even if the output exists")
-    p.set_defaults(run=_data_fetch)
+    p.set_defaults(handler=_data_fetch)
 
     p = data_commands.add_parser(
         "synth",
@@ -157,11 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(run=_data_synth)
+    p.set_defaults(handler=_data_synth)
 
     p = data_commands.add_parser("stats", help="print the statistics of a prepared directory")
     p.add_argument("data", type=Path)
-    p.set_defaults(run=_data_stats)
+    p.set_defaults(handler=_data_stats)
 
     p = data_commands.add_parser(
         "tokenize",
@@ -172,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="prepared directory")
     p.add_argument("--tokenizer", default="minilm", help="'minilm' (the bundled default), a HF name or a local path")
     p.add_argument("--max-length", type=int, default=128)
-    p.set_defaults(run=_data_tokenize)
+    p.set_defaults(handler=_data_tokenize)
 
     from cp_dist.ctr.backbones import BACKBONES
     from cp_dist.distributed.sharding import SHARDINGS
@@ -196,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", choices=list(BACKBONES), help="backbone (default: the preset's, dcnv2)")
     training_options(p)
-    p.set_defaults(run=_train_ctr)
+    p.set_defaults(handler=_train_ctr)
 
     p = commands.add_parser(
         "ctr-table",
@@ -209,14 +247,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--results", type=Path, help="where table.json / table.md go (default: --out)")
     training_options(p)
-    p.set_defaults(run=_ctr_table)
+    p.set_defaults(handler=_ctr_table)
+
+    p = commands.add_parser(
+        "pretrain",
+        help="PA-MLM: the CTR model prompts the language model, which recovers masked text",
+        description="Prompt-augmented masked-LM pretraining on train + valid (never test): the ID row goes "
+        "through the CTR model, whose q generates prompts for the language model (section `prompt` of the "
+        "preset); 15%% of the text tokens are masked (80/10/10) and recovered. Everything trains. Needs text "
+        "tokenized for prompt.plm (`cp-dist data tokenize`).",
+    )
+    training_options(p)
+    p.set_defaults(handler=_pretrain, model=None)
+
+    p = commands.add_parser(
+        "finetune",
+        help="finetune after PA-MLM, with the language model (best AUC) or without it (plain CTR cost)",
+        description="--with-plm: CTR model, generator and PLM from PA-MLM, fresh heads, prediction "
+        "sigmoid(a*y_ctr + (1-a)*y_plm) with a learnable a in (0, 1); finetune.plm_lr=0 freezes the PLM only. "
+        "Without --pretrained this is the 'without PA-MLM' ablation. --without-plm: only the CTR embeddings and "
+        "interaction layers come from PA-MLM, with a fresh head; the served model is the plain backbone.",
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--with-plm", action="store_true")
+    mode.add_argument("--without-plm", action="store_true")
+    p.add_argument("--pretrained", type=Path, help="output directory of `cp-dist pretrain`")
+    training_options(p)
+    p.set_defaults(handler=_finetune, model=None)
+
+    p = commands.add_parser(
+        "evaluate",
+        help="AUC and LogLoss of a finished run's checkpoint on a split",
+        description="Rebuilds a train-ctr or finetune run from its checkpoint alone (in one process) and scores "
+        "a split; writes RUN/eval_<split>.json.",
+    )
+    p.add_argument("--run", type=Path, required=True, help="a run directory (holds checkpoint/)")
+    p.add_argument("--data", type=Path, required=True, help="prepared directory (tokenized, for with-PLM runs)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    p.set_defaults(handler=_evaluate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args.handler(args)
     except (DataError, FileExistsError) as err:
         print(f"cp-dist: error: {err}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ the key, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,22 +59,63 @@ class DistributedConfig:
 
 
 @dataclass
+class PromptConfig:
+    """The language model and how the CTR model prompts it."""
+
+    plm: str = "minilm"  # 'minilm' (bundled), a Hugging Face name or a local path
+    num_prompts: int = 5  # K prompts per layer
+    placement: str = "deep"  # deep (per-layer prefix keys/values) | input (input layer only)
+    generator_hidden: int | None = None  # None: the PLM's hidden size, as in the reference code
+    pooling: str = "mean"  # mean | cls: how y_plm pools the last hidden states
+    max_length: int = 128  # tokens of the row text
+
+
+@dataclass
+class PretrainConfig:
+    """PA-MLM: everything trains; train + valid rows, never test."""
+
+    epochs: int = 1
+    global_batch_size: int = 256
+    plm_lr: float = 5e-5
+    dense_lr: float = 1e-3  # CTR dense layers and the prompt generator
+    embedding_lr: float = 0.05
+    weight_decay: float = 0.01  # never on biases, LayerNorm weights or the fusion weight
+    mask_probability: float = 0.15
+
+
+@dataclass
+class FinetuneConfig:
+    """Finetuning with the PLM; without it, `train` applies (the plain CTR recipe)."""
+
+    epochs: int = 3
+    global_batch_size: int = 256
+    plm_lr: float = 3e-5  # 0 freezes the PLM, and only the PLM
+    dense_lr: float = 1e-3
+    embedding_lr: float = 0.05
+    weight_decay: float = 0.0
+    patience: int = 1
+
+
+@dataclass
 class Config:
     ctr: CTRConfig = field(default_factory=CTRConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any], source: str = "config") -> Config:
-        sections = {f.name: f for f in dataclasses.fields(cls)}
+        sections = typing.get_type_hints(cls)
         built = {}
         for name, values in (payload or {}).items():
             if name not in sections:
                 raise DataError(f"{source}: unknown section {name!r}; expected one of {', '.join(sections)}")
-            section_type = {"ctr": CTRConfig, "train": TrainConfig, "distributed": DistributedConfig}[name]
+            section_type = sections[name]
             known = {f.name for f in dataclasses.fields(section_type)}
             unknown = set(values or {}) - known
             if unknown:

@@ -51,3 +51,11 @@ def atomic_file(target: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, target)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """A result file, written atomically and diff-friendly (indented, trailing newline)."""
+    import json
+
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")

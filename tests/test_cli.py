@@ -19,6 +19,11 @@ HELP = [
     ["data", "synth"],
     ["data", "stats"],
     ["data", "tokenize"],
+    ["train-ctr"],
+    ["ctr-table"],
+    ["pretrain"],
+    ["finetune"],
+    ["evaluate"],
 ]
 
 

@@ -7,7 +7,7 @@ sharded and unsharded training comparable step by step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +36,19 @@ class Batch:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: torch.device) -> Batch:
+        moved = [t.to(device) if t is not None else None for t in (self.ids, self.labels, self.input_ids, self.attention_mask)]
+        return Batch(*moved, num_valid=self.num_valid)
+
 
 class SplitLoader:
-    """Iterates one split in global batches; this rank receives its slice of each."""
+    """Iterates one split (or several as one, e.g. train + valid for PA-MLM) in global batches;
+    this rank receives its slice of each."""
 
     def __init__(
         self,
         data_dir: Path,
-        split: str,
+        split: str | Sequence[str],
         *,
         global_batch_size: int,
         rank: int = 0,
@@ -59,7 +64,9 @@ class SplitLoader:
         self.meta = DatasetMeta.load(data_dir)
         if text and self.meta.tokenizer is None:
             raise DataError(f"{data_dir}: no pre-tokenized text; run `cp-dist data tokenize --data {data_dir}` first")
-        self.file = pq.ParquetFile(self.meta.split_path(data_dir, split))
+        splits = [split] if isinstance(split, str) else list(split)
+        self.files = [pq.ParquetFile(self.meta.split_path(data_dir, name)) for name in splits]
+        self.row_groups = [(f, g) for f in self.files for g in range(f.num_row_groups)]
         self.columns = [f.name for f in self.meta.fields] + ["label"] + ([TOKENS_COLUMN] if text else [])
         self.global_batch_size, self.rank, self.world_size = global_batch_size, rank, world_size
         self.shuffle, self.seed, self.drop_last, self.text = shuffle, seed, drop_last, text
@@ -72,7 +79,7 @@ class SplitLoader:
 
     @property
     def num_rows(self) -> int:
-        return self.file.metadata.num_rows
+        return sum(f.metadata.num_rows for f in self.files)
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_rows, self.global_batch_size)
@@ -80,12 +87,15 @@ class SplitLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        groups = np.arange(self.file.num_row_groups)
+        order = np.arange(len(self.row_groups))
         if self.shuffle:
-            groups = rng.permutation(groups)
+            order = rng.permutation(order)
         carry = None
-        for start in range(0, len(groups), self.window_row_groups):
-            window = self.file.read_row_groups(groups[start : start + self.window_row_groups].tolist(), columns=self.columns)
+        for start in range(0, len(order), self.window_row_groups):
+            window = pa.concat_tables(
+                self.row_groups[k][0].read_row_group(self.row_groups[k][1], columns=self.columns)
+                for k in order[start : start + self.window_row_groups]
+            )
             if self.shuffle:
                 window = window.take(rng.permutation(window.num_rows))
             buffer = window if carry is None else pa.concat_tables([carry, window])

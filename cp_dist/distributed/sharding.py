@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.distributed as dist
 from torch import nn
+from torchrec import EmbeddingBagCollection
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, TrainerConfig
@@ -22,24 +23,32 @@ SHARDINGS = {
     "column_wise": [ShardingType.COLUMN_WISE],
     "row_wise": [ShardingType.ROW_WISE],
 }
-EBC_PATH = "embedding.ebc"
+
+
+def embedding_collection_path(model: nn.Module) -> str:
+    """Where the model keeps its EmbeddingBagCollection (e.g. embedding.ebc, ctr.embedding.ebc)."""
+    paths = [name for name, module in model.named_modules() if isinstance(module, EmbeddingBagCollection)]
+    if len(paths) != 1:
+        raise ValueError(f"expected one EmbeddingBagCollection in the model, found {paths}")
+    return paths[0]
 
 
 def sharding_plan(model: nn.Module, sharding: str, rank: RankInfo) -> ShardingPlan:
-    """The plan for the model's EmbeddingBagCollection at EBC_PATH.
+    """The plan for the model's EmbeddingBagCollection.
 
     Row-wise gets a hand-built plan: TorchRec's planner refuses it on CPU (stack.md), and the
     same plan serves GPUs. The others go through the planner, constrained to one type.
     """
     if sharding not in SHARDINGS:
         raise ValueError(f"distributed.sharding {sharding!r}: expected one of {', '.join(SHARDINGS)}")
-    ebc = model.get_submodule(EBC_PATH)
+    path = embedding_collection_path(model)
+    ebc = model.get_submodule(path)
     if sharding == "row_wise":
         per_table = {config.name: row_wise(compute_kernel="fused") for config in ebc.embedding_bag_configs()}
         module_plan = construct_module_sharding_plan(
             ebc, per_param_sharding=per_table, device_type=rank.device.type, world_size=rank.world_size
         )
-        return ShardingPlan({EBC_PATH: module_plan})
+        return ShardingPlan({path: module_plan})
     allowed = [t.value for t in SHARDINGS[sharding]]
     constraints = {config.name: ParameterConstraints(sharding_types=allowed) for config in ebc.embedding_bag_configs()}
     topology = TopologyFactory.create_topology(

@@ -101,12 +101,22 @@ def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> 
     save_file(blocks, str(staging / f"tables-rank{rank:05d}.safetensors"))
     if rank == 0:
         state = model.state_dict()
-        dense = {k: v.detach().contiguous().cpu() for k, v in state.items() if not is_table(k)}
+        dense, aliases, owner = {}, {}, {}
+        for key, value in state.items():
+            if is_table(key):
+                continue
+            storage = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+            if storage in owner:  # tied weights (e.g. an MLM decoder and the word embeddings): stored once
+                aliases[key] = owner[storage]
+            else:
+                owner[storage] = key
+                dense[key] = value.detach().contiguous().cpu()
         save_file(dense, str(staging / DENSE_FILE))
         index = {
             "world_size": world,
             "tables": {k: list(v.size()) for k, v in state.items() if is_table(k)},
             "files": [f"tables-rank{r:05d}.safetensors" for r in range(world)],
+            "aliases": aliases,
         }
         (staging / INDEX_FILE).write_text(json.dumps(index | (extra or {}), indent=2) + "\n")
     _barrier()
@@ -116,8 +126,13 @@ def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> 
 
 
 @torch.no_grad()
-def load_model(model: nn.Module, directory: Path) -> dict:
-    """Loads a save_model() directory into a model of any sharding or world size; returns its index."""
+def load_model(model: nn.Module, directory: Path, *, source_prefix: str = "", keep: tuple[str, ...] = ()) -> dict:
+    """Loads a save_model() directory into a model of any sharding or world size; returns its index.
+
+    source_prefix: where the model sits inside the saved one (e.g. "ctr." to take the CTR model
+    out of a PA-MLM checkpoint). keep: prefixes of parameters that stay as they are (fresh heads);
+    every other parameter must be in the checkpoint.
+    """
     index_path = directory / INDEX_FILE
     if not index_path.is_file():
         raise FileNotFoundError(f"{index_path}: not found; expected a checkpoint written by cp_dist")
@@ -130,19 +145,21 @@ def load_model(model: nn.Module, directory: Path) -> dict:
                 row, col = map(int, offsets.split(","))
                 saved.setdefault(table, []).append((key, row, col, directory / name))
     for block in table_blocks(model):
-        if block.table not in saved:
-            raise KeyError(f"{directory}: no weights for table {block.table}")
-        filled = _fill_block(block, saved[block.table])
+        source = source_prefix + block.table
+        if source not in saved:
+            raise KeyError(f"{directory}: no weights for table {source}")
+        filled = _fill_block(block, saved[source])
         if filled != block.tensor.numel():
             raise ValueError(f"{directory}: table {block.table} covers {filled} of {block.tensor.numel()} values of this shard")
     state = model.state_dict()
     with safe_open(str(directory / DENSE_FILE), framework="pt") as handle:
-        expected = {k for k in state if not is_table(k)}
-        missing = expected - set(handle.keys())
+        aliases = index.get("aliases", {})
+        sources = {k: aliases.get(source_prefix + k, source_prefix + k) for k in state if not is_table(k) and not k.startswith(keep)}
+        missing = set(sources.values()) - set(handle.keys())
         if missing:
             raise KeyError(f"{directory / DENSE_FILE}: missing {sorted(missing)[:3]}")
-        for key in expected:
-            state[key].copy_(handle.get_tensor(key))
+        for key, source in sources.items():
+            state[key].copy_(handle.get_tensor(source))
     return index
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM, DynamicCache, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from cp_dist.pretrained import resolve
 
@@ -42,7 +43,13 @@ def load_masked_lm(name_or_path: str) -> tuple[PreTrainedModel, bool]:
     A checkpoint without an MLM head (the bundled MiniLM is a sentence encoder) gets a freshly
     initialised transform, with the decoder tied to the word embeddings by transformers itself.
     """
-    model, info = AutoModelForMaskedLM.from_pretrained(resolve(name_or_path), output_loading_info=True)
+    # transformers prints a table of missing / unexpected keys; we report the one fact that matters.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(resolve(name_or_path), output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     fresh_head = any(not key.startswith(model.base_model_prefix) for key in info["missing_keys"])
     return model, fresh_head
 

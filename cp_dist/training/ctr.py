@@ -4,30 +4,26 @@ dense layers, early stopping on validation AUC, test AUC/LogLoss of the best che
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
-from tqdm.auto import tqdm
 
 from cp_dist.config import Config
 from cp_dist.ctr.model import CTRModel
 from cp_dist.data.loader import Batch, SplitLoader
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.process_group import RankInfo, launch
-from cp_dist.distributed.sharding import describe_plan, shard
-from cp_dist.distributed.tables import initialize_tables, load_model, save_model
-from cp_dist.io import atomic_file
-from cp_dist.training.evaluate import evaluate
+from cp_dist.distributed.sharding import describe_plan, embedding_collection_path, shard
+from cp_dist.distributed.tables import initialize_tables, load_model
+from cp_dist.io import write_json
+from cp_dist.training.loop import Fit, fit
 
 METRICS_FILE = "metrics.json"
-CHECKPOINT_DIR = "checkpoint"
 
 
 @dataclass(frozen=True)
@@ -35,26 +31,39 @@ class CTRJob:
     data_dir: Path
     out_dir: Path
     config: Config
+    init_from: Path | None = None
 
 
-def train_ctr(data_dir: Path, out_dir: Path, config: Config, *, overwrite: bool = False) -> dict:
-    """Trains on config.distributed.nproc ranks and returns the metrics written to out_dir/metrics.json."""
+def train_ctr(data_dir: Path, out_dir: Path, config: Config, *, overwrite: bool = False, init_from: Path | None = None) -> dict:
+    """Trains on config.distributed.nproc ranks and returns the metrics written to out_dir/metrics.json.
+
+    init_from: a PA-MLM checkpoint whose CTR embeddings and interaction layers start the model
+    (ClickPrompt without the PLM); the head starts fresh.
+    """
     DatasetMeta.load(data_dir)  # fail here, with a clear message, rather than in every rank
     if (out_dir / METRICS_FILE).exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: already holds a finished run; pass --overwrite to replace it")
     out_dir.mkdir(parents=True, exist_ok=True)
-    launch(_train_rank, config.distributed.nproc, config.distributed.backend, CTRJob(data_dir, out_dir, config))
+    launch(_train_rank, config.distributed.nproc, config.distributed.backend, CTRJob(data_dir, out_dir, config, init_from))
     return json.loads((out_dir / METRICS_FILE).read_text())
 
 
-def build_sharded_model(meta: DatasetMeta, config: Config, rank: RankInfo):
-    """The CTR model with its tables sharded, initialised identically whatever the sharding."""
-    torch.manual_seed(config.train.seed)  # dense layers: the same on every rank and world size
-    model = CTRModel(meta.fields, config.ctr, embedding_device="meta")
-    apply_optimizer_in_backward(RowWiseAdagrad, model.embedding.parameters(), {"lr": config.train.embedding_lr})
+def shard_and_initialize(model: torch.nn.Module, config: Config, rank: RankInfo, embedding_lr: float):
+    """Fused row-wise Adagrad on the tables, the tables sharded, and initialised identically
+    whatever the sharding. Build `model` under torch.manual_seed(config.train.seed) first, so
+    that the dense layers are the same on every rank and world size."""
+    tables = model.get_submodule(embedding_collection_path(model))
+    apply_optimizer_in_backward(RowWiseAdagrad, tables.parameters(), {"lr": embedding_lr})
     sharded = shard(model, config.distributed.sharding, rank)
     initialize_tables(sharded, config.train.seed, config.train.embedding_init_std)
     return sharded
+
+
+def build_sharded_model(meta: DatasetMeta, config: Config, rank: RankInfo):
+    """The CTR model with its tables sharded."""
+    torch.manual_seed(config.train.seed)
+    model = CTRModel(meta.fields, config.ctr, embedding_device="meta")
+    return shard_and_initialize(model, config, rank, config.train.embedding_lr)
 
 
 def dense_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
@@ -77,53 +86,26 @@ def _train_rank(rank: RankInfo, job: CTRJob) -> None:
     config, train = job.config, job.config.train
     meta = DatasetMeta.load(job.data_dir)
     model = build_sharded_model(meta, config, rank)
+    if job.init_from is not None:  # e.g. the CTR part of a PA-MLM checkpoint, with a fresh head
+        load_model(model, job.init_from, source_prefix="ctr.", keep=("head.",))
     dense = dense_optimizer(model, config)
     per_rank = {"rank": rank.rank, "world_size": rank.world_size}
-    train_loader = SplitLoader(job.data_dir, "train", global_batch_size=train.global_batch_size, shuffle=True,
-                               seed=train.seed, drop_last=True, **per_rank)
-    eval_loader = {
-        split: SplitLoader(job.data_dir, split, global_batch_size=train.eval_batch_size, **per_rank)
-        for split in ("valid", "test")
-    }
-
-    def score(batch: Batch) -> torch.Tensor:
-        return model(batch.ids.to(rank.device))
-
-    history, best_auc, best_epoch, started = [], float("-inf"), -1, time.perf_counter()
-    for epoch in range(train.epochs):
-        train_loader.set_epoch(epoch)
-        model.train()
-        step_losses = []
-        for batch in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=None if rank.is_main else True):
-            step_losses.append(train_step(model, dense, batch, rank.device))
-        losses = torch.stack(step_losses)
-        dist.all_reduce(losses)  # each step's loss over the whole global batch
-        losses = (losses / rank.world_size).tolist()
-        model.eval()
-        valid = evaluate(score, eval_loader["valid"], rank.device)
-        history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "step_losses": losses,
-                        "valid": valid, "seconds": time.perf_counter() - started})
-        if valid["auc"] > best_auc:
-            best_auc, best_epoch = valid["auc"], epoch
-            save_model(model, job.out_dir / CHECKPOINT_DIR, {"epoch": epoch, "config": config.to_dict(), "dataset": meta.dataset})
-        elif epoch - best_epoch >= train.patience:
-            break
-
-    load_model(model, job.out_dir / CHECKPOINT_DIR)
-    model.eval()
-    results = {split: evaluate(score, eval_loader[split], rank.device) for split in ("valid", "test")}
+    run = Fit(
+        model=model,
+        step=lambda batch: train_step(model, dense, batch, rank.device),
+        score=lambda batch: model(batch.ids.to(rank.device)),
+        train=SplitLoader(job.data_dir, "train", global_batch_size=train.global_batch_size, shuffle=True,
+                          seed=train.seed, drop_last=True, **per_rank),
+        valid=SplitLoader(job.data_dir, "valid", global_batch_size=train.eval_batch_size, **per_rank),
+        test=SplitLoader(job.data_dir, "test", global_batch_size=train.eval_batch_size, **per_rank),
+        epochs=train.epochs,
+        patience=train.patience,
+        out_dir=job.out_dir,
+        checkpoint_extra={"stage": "ctr", "config": config.to_dict(), "dataset": meta.dataset},
+    )
+    results = fit(run, rank)
     if rank.is_main:
-        metrics = {
-            "dataset": meta.dataset,
-            "model": config.ctr.model,
-            "best_epoch": best_epoch,
-            "valid": results["valid"],
-            "test": results["test"],
-            "history": history,
-            "train_seconds": time.perf_counter() - started,
-            "world_size": rank.world_size,
-            "sharding": describe_plan(model),
-            "config": config.to_dict(),
-        }
-        with atomic_file(job.out_dir / METRICS_FILE) as tmp:
-            tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_json(job.out_dir / METRICS_FILE, {"dataset": meta.dataset, "model": config.ctr.model, **results,
+                                    "init_from": str(job.init_from) if job.init_from else None,
+                                    "world_size": rank.world_size, "sharding": describe_plan(model),
+                                    "config": config.to_dict()})

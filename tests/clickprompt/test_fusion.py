@@ -45,15 +45,16 @@ def _reference(encoder: PromptedEncoder, ids, mask, prefix=None, vectors=None) -
     batch, heads, size = ids.shape[0], encoder.num_heads, encoder.head_dim
     for layer_index, layer in enumerate(base.encoder.layer):
         attention = layer.attention.self
-        length = hidden.shape[1]
-        split = lambda x: x.view(batch, length, heads, size).transpose(1, 2)  # noqa: E731
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, x.shape[1], heads, size).transpose(1, 2)
+
         query, key, value = split(attention.query(hidden)), split(attention.key(hidden)), split(attention.value(hidden))
         if prefix is not None:
             key = torch.cat([prefix[0][layer_index], key], 2)
             value = torch.cat([prefix[1][layer_index], value], 2)
         scores = (query @ key.transpose(-1, -2)) / size**0.5
         scores = scores.masked_fill(keys_mask[:, None, None, :] == 0, float("-inf"))
-        context = (scores.softmax(-1) @ value).transpose(1, 2).reshape(batch, length, heads * size)
+        context = (scores.softmax(-1) @ value).transpose(1, 2).reshape(batch, hidden.shape[1], heads * size)
         attended = layer.attention.output(context, hidden)
         hidden = layer.output(layer.intermediate(attended), attended)
     return hidden[:, count:]

@@ -76,3 +76,10 @@ def test_text_needs_tokenized_data(prepared: Path) -> None:
 def test_global_batch_must_divide(prepared: Path) -> None:
     with pytest.raises(ValueError, match="not divisible"):
         SplitLoader(prepared, "train", global_batch_size=7, world_size=2)
+
+
+def test_several_splits_read_as_one(prepared: Path) -> None:
+    both = SplitLoader(prepared, ["train", "valid"], global_batch_size=500)
+    parts = [SplitLoader(prepared, split, global_batch_size=500) for split in ("train", "valid")]
+    assert both.num_rows == sum(p.num_rows for p in parts)
+    assert (_ids(both) == np.concatenate([_ids(p) for p in parts])).all()

@@ -1,0 +1,94 @@
+"""ClickPrompt: the CTR model generates the prompts of a language model (method.md, sections 3-5).
+
+One forward runs the CTR backbone once: its representation q both feeds the prompt generator and
+(when finetuning with the PLM) gives y_ctr. The prediction is sigmoid(a * y_ctr + (1 - a) * y_plm)
+with a = sigmoid(fusion_logit), so a stays in (0, 1), starts at 0.5 and is never weight-decayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from cp_dist.clickprompt.generator import PromptGenerator
+from cp_dist.config import PromptConfig
+from cp_dist.ctr.model import CTRModel
+from cp_dist.plm.encoder import PromptedEncoder
+
+POOLINGS = ("mean", "cls")
+#: Parameters that PA-MLM does not use and finetuning creates fresh.
+FINETUNE_HEADS = ("ctr.head.", "plm_head.", "fusion_logit")
+
+
+class ClickPrompt(nn.Module):
+    def __init__(self, ctr: CTRModel, encoder: PromptedEncoder, config: PromptConfig):
+        super().__init__()
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"prompt.pooling {config.pooling!r}: expected one of {', '.join(POOLINGS)}")
+        self.ctr, self.encoder, self.pooling = ctr, encoder, config.pooling
+        self.generator = PromptGenerator(
+            ctr.backbone.q_dim, encoder, config.num_prompts, config.placement, config.generator_hidden
+        )
+        hidden = encoder.hidden
+        self.plm_head = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.fusion_logit = nn.Parameter(torch.zeros(()))
+
+    @property
+    def fusion_weight(self) -> torch.Tensor:
+        """a, the weight of the CTR side in the fused logit."""
+        return torch.sigmoid(self.fusion_logit)
+
+    def encode(self, ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """(q, the text's last hidden states under the prompts q generates)."""
+        q = self.ctr.interact(self.ctr.embed(ids))
+        return q, self.encoder(input_ids, attention_mask, self.generator(q))
+
+    def forward(self, ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                mlm_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """With mlm_labels (PA-MLM; input_ids then hold the masked text): the cross-entropy on the
+        selected positions only. Without: the fused click logit a * y_ctr + (1 - a) * y_plm.
+        Both go through forward so that data-parallel wrappers see every step."""
+        q, hidden = self.encode(ids, input_ids, attention_mask)
+        if mlm_labels is not None:
+            selected = mlm_labels != -100
+            return nn.functional.cross_entropy(self.encoder.mlm_logits(hidden[selected]), mlm_labels[selected])
+        y_ctr = self.ctr.logit(q)
+        y_plm = self.plm_head(self._pool(hidden, attention_mask)).squeeze(-1)
+        a = self.fusion_weight
+        return a * y_ctr + (1 - a) * y_plm
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
+
+    def plm_parameters(self) -> Iterator[nn.Parameter]:
+        """The language model's own parameters: encoder and masked-LM head."""
+        return self.encoder.masked_lm.parameters()
+
+    def mlm_head_only_parameters(self) -> list[nn.Parameter]:
+        """The MLM head's parameters that the encoder does not share (its decoder is tied to the word embeddings)."""
+        shared = {id(p) for p in self.encoder.encoder.parameters()}
+        return [p for p in self.encoder.mlm_head.parameters() if id(p) not in shared]
+
+
+def freeze(parameters) -> None:
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+
+
+def prepare_for_pretraining(model: ClickPrompt) -> None:
+    """PA-MLM trains everything it uses; the finetuning heads are unused, so they are frozen
+    (data-parallel wrappers reject parameters that get no gradient)."""
+    freeze(p for n, p in model.named_parameters() if n.startswith(FINETUNE_HEADS))
+
+
+def prepare_for_finetuning(model: ClickPrompt, plm_lr: float) -> None:
+    """The MLM head is unused when finetuning. plm_lr == 0 freezes the language model and nothing
+    else: the CTR model, the generator and the heads still train."""
+    freeze(model.mlm_head_only_parameters())
+    if plm_lr == 0:
+        freeze(model.encoder.encoder.parameters())

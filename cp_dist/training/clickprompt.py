@@ -1,0 +1,186 @@
+"""ClickPrompt training: PA-MLM pretraining, then finetuning with the PLM or without it.
+
+Tables stay TorchRec-sharded with their fused row-wise Adagrad; the language model, the prompt
+generator and the dense CTR layers train with AdamW in two learning-rate groups (PLM and CTR side).
+Every PLM parameter, biases and LayerNorm weights included, gets the PLM learning rate (the
+authors' code let some fall back to the optimizer default, method.md section 7).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from tqdm.auto import tqdm
+
+from cp_dist.clickprompt.masking import TokenMasker
+from cp_dist.clickprompt.model import FINETUNE_HEADS, ClickPrompt, prepare_for_finetuning, prepare_for_pretraining
+from cp_dist.config import Config
+from cp_dist.ctr.model import CTRModel
+from cp_dist.data.errors import DataError
+from cp_dist.data.loader import Batch, SplitLoader
+from cp_dist.data.meta import DatasetMeta
+from cp_dist.distributed.process_group import RankInfo, launch
+from cp_dist.distributed.sharding import describe_plan
+from cp_dist.distributed.tables import load_model, save_model
+from cp_dist.io import write_json
+from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm
+from cp_dist.pretrained import load_tokenizer
+from cp_dist.training.ctr import METRICS_FILE, shard_and_initialize, train_ctr
+from cp_dist.training.loop import CHECKPOINT_DIR, Fit, fit
+
+PRETRAIN_FILE = "pretrain.json"
+NO_DECAY = ("bias", "LayerNorm.weight", "fusion_logit")
+
+
+@dataclass(frozen=True)
+class ClickPromptJob:
+    data_dir: Path
+    out_dir: Path
+    config: Config
+    pretrained: Path | None = None  # a pretrain() output directory
+
+
+def pretrain(data_dir: Path, out_dir: Path, config: Config, *, overwrite: bool = False) -> dict:
+    """PA-MLM on train + valid; writes out_dir/pretrain.json and out_dir/checkpoint/."""
+    _check_text(data_dir, config)
+    _check_out(out_dir / PRETRAIN_FILE, overwrite)
+    launch(_pretrain_rank, config.distributed.nproc, config.distributed.backend, ClickPromptJob(data_dir, out_dir, config))
+    return json.loads((out_dir / PRETRAIN_FILE).read_text())
+
+
+def finetune_with_plm(data_dir: Path, pretrained: Path | None, out_dir: Path, config: Config, *, overwrite: bool = False) -> dict:
+    """CTR model + generator + PLM from PA-MLM (or fresh when pretrained is None: the ablation
+    without PA-MLM), fresh heads; early stopping on validation AUC."""
+    _check_text(data_dir, config)
+    _check_out(out_dir / METRICS_FILE, overwrite)
+    launch(_finetune_rank, config.distributed.nproc, config.distributed.backend,
+           ClickPromptJob(data_dir, out_dir, config, pretrained))
+    return json.loads((out_dir / METRICS_FILE).read_text())
+
+
+def finetune_without_plm(data_dir: Path, pretrained: Path, out_dir: Path, config: Config, *, overwrite: bool = False) -> dict:
+    """Only the CTR embeddings and interaction layers come from PA-MLM; the served model is the plain backbone."""
+    return train_ctr(data_dir, out_dir, config, overwrite=overwrite, init_from=pretrained / CHECKPOINT_DIR)
+
+
+def _check_text(data_dir: Path, config: Config) -> None:
+    tokenizer = DatasetMeta.load(data_dir).tokenizer
+    if tokenizer is None or tokenizer["name"] != config.prompt.plm:
+        found = "no pre-tokenized text" if tokenizer is None else f"text tokenized for {tokenizer['name']!r}"
+        raise DataError(
+            f"{data_dir}: {found}, but prompt.plm is {config.prompt.plm!r}; run "
+            f"`cp-dist data tokenize --data {data_dir} --tokenizer {config.prompt.plm} --max-length {config.prompt.max_length}`"
+        )
+
+
+def _check_out(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path.parent}: already holds a finished run; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _build(meta: DatasetMeta, config: Config, rank: RankInfo, *, stage: str, plm_lr: float, embedding_lr: float):
+    torch.manual_seed(config.train.seed)
+    ctr = CTRModel(meta.fields, config.ctr, embedding_device="meta")
+    masked_lm, fresh_head = load_masked_lm(config.prompt.plm)
+    model = ClickPrompt(ctr, PromptedEncoder(masked_lm), config.prompt)
+    if stage == "pretrain":
+        prepare_for_pretraining(model)
+    else:
+        prepare_for_finetuning(model, plm_lr)
+    info = {"generator_parameters": model.generator.num_parameters, "plm_fresh_mlm_head": fresh_head,
+            "plm_parameters": sum(p.numel() for p in model.plm_parameters())}
+    return shard_and_initialize(model, config, rank, embedding_lr), info
+
+
+def _optimizer(model: torch.nn.Module, *, plm_lr: float, dense_lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """Two learning rates (PLM, CTR side) x two decays (none for biases, norms, the fusion weight)."""
+    groups: dict[tuple[float, float], list] = {}
+    for name, parameter in in_backward_optimizer_filter(model.named_parameters()):
+        if not parameter.requires_grad:
+            continue
+        lr = plm_lr if ".masked_lm." in f".{name}" else dense_lr
+        decay = 0.0 if name.endswith(NO_DECAY) else weight_decay
+        groups.setdefault((lr, decay), []).append(parameter)
+    return torch.optim.AdamW([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()])
+
+
+def _pretrain_rank(rank: RankInfo, job: ClickPromptJob) -> None:
+    config, settings = job.config, job.config.pretrain
+    meta = DatasetMeta.load(job.data_dir)
+    model, info = _build(meta, config, rank, stage="pretrain", plm_lr=settings.plm_lr, embedding_lr=settings.embedding_lr)
+    optimizer = _optimizer(model, plm_lr=settings.plm_lr, dense_lr=settings.dense_lr, weight_decay=settings.weight_decay)
+    masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=config.train.seed * 1009 + rank.rank,
+                         probability=settings.mask_probability)
+    loader = SplitLoader(job.data_dir, ["train", "valid"], global_batch_size=settings.global_batch_size, rank=rank.rank,
+                         world_size=rank.world_size, shuffle=True, seed=config.train.seed, drop_last=True, text=True)
+    history, started = [], time.perf_counter()
+    model.train()
+    for epoch in range(settings.epochs):
+        loader.set_epoch(epoch)
+        losses = []
+        for batch in tqdm(loader, desc=f"PA-MLM epoch {epoch}", leave=False, disable=None if rank.is_main else True):
+            batch = batch.to(rank.device)
+            masked, labels = masker(batch.input_ids)
+            loss = model(batch.ids, masked, batch.attention_mask, mlm_labels=labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        step_losses = torch.stack(losses)
+        dist.all_reduce(step_losses)
+        step_losses = (step_losses / rank.world_size).tolist()
+        history.append({"epoch": epoch, "mlm_loss": sum(step_losses) / len(step_losses), "step_losses": step_losses,
+                        "seconds": time.perf_counter() - started})
+    save_model(model, job.out_dir / CHECKPOINT_DIR, {"stage": "pretrain", "config": config.to_dict(), "dataset": meta.dataset})
+    if rank.is_main:
+        summary = {"dataset": meta.dataset, "rows": loader.num_rows, "history": history, **info,
+                   "train_seconds": time.perf_counter() - started, "world_size": rank.world_size,
+                   "sharding": describe_plan(model), "config": config.to_dict()}
+        write_json(job.out_dir / PRETRAIN_FILE, summary)
+
+
+def _finetune_rank(rank: RankInfo, job: ClickPromptJob) -> None:
+    config, settings = job.config, job.config.finetune
+    meta = DatasetMeta.load(job.data_dir)
+    model, info = _build(meta, config, rank, stage="finetune", plm_lr=settings.plm_lr, embedding_lr=settings.embedding_lr)
+    if job.pretrained is not None:
+        load_model(model, job.pretrained / CHECKPOINT_DIR, keep=FINETUNE_HEADS)
+    optimizer = _optimizer(model, plm_lr=settings.plm_lr, dense_lr=settings.dense_lr, weight_decay=settings.weight_decay)
+
+    def score(batch: Batch) -> torch.Tensor:
+        batch = batch.to(rank.device)
+        return model(batch.ids, batch.input_ids, batch.attention_mask)
+
+    def step(batch: Batch) -> torch.Tensor:
+        loss = F.binary_cross_entropy_with_logits(score(batch), batch.labels.to(rank.device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    per_rank = {"rank": rank.rank, "world_size": rank.world_size, "text": True}
+    eval_batch = config.train.eval_batch_size
+    run = Fit(
+        model=model, step=step, score=score,
+        train=SplitLoader(job.data_dir, "train", global_batch_size=settings.global_batch_size, shuffle=True,
+                          seed=config.train.seed, drop_last=True, **per_rank),
+        valid=SplitLoader(job.data_dir, "valid", global_batch_size=eval_batch, **per_rank),
+        test=SplitLoader(job.data_dir, "test", global_batch_size=eval_batch, **per_rank),
+        epochs=settings.epochs, patience=settings.patience, out_dir=job.out_dir,
+        checkpoint_extra={"stage": "finetune_with_plm", "config": config.to_dict(), "dataset": meta.dataset},
+    )
+    results = fit(run, rank)
+    fusion = model.module.fusion_weight.item()  # DistributedModelParallel.module: the ClickPrompt model
+    if rank.is_main:
+        write_json(job.out_dir / METRICS_FILE, {"dataset": meta.dataset, "model": f"clickprompt+{config.ctr.model}", **results,
+                                    **info, "fusion_weight": fusion, "pretrained": str(job.pretrained) if job.pretrained else None,
+                                    "world_size": rank.world_size, "sharding": describe_plan(model),
+                                    "config": config.to_dict()})

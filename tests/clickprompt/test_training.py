@@ -1,0 +1,109 @@
+"""PA-MLM and both finetuning modes end to end, with a tiny random BERT that shares MiniLM's vocabulary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from cp_dist.cli import main
+from cp_dist.config import load_config
+from cp_dist.ctr.model import CTRModel
+from cp_dist.data.errors import DataError
+from cp_dist.data.loader import SplitLoader
+from cp_dist.data.meta import DatasetMeta
+from cp_dist.data.prepare import prepare
+from cp_dist.data.synth import synth
+from cp_dist.data.text import tokenize_splits
+from cp_dist.distributed.tables import load_model
+from cp_dist.plm.encoder import masked_lm_from_config
+from cp_dist.pretrained import load_tokenizer
+from cp_dist.training.clickprompt import finetune_with_plm, finetune_without_plm, pretrain
+from cp_dist.training.evaluate import predict
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    base = tmp_path_factory.mktemp("clickprompt")
+    plm = base / "tiny-bert"
+    tokenizer = load_tokenizer("minilm")
+    masked_lm_from_config("bert", vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=64).save_pretrained(plm)
+    tokenizer.save_pretrained(plm)
+    synth("ml-1m", 2500, base / "raw")
+    prepare("ml-1m", base / "raw", base / "data")
+    tokenize_splits(base / "data", str(plm), max_length=48)
+    settings = [f"prompt.plm={plm}", "prompt.max_length=48", "prompt.num_prompts=2", "ctr.mlp=[32]", "ctr.cross_layers=1",
+                "pretrain.global_batch_size=128", "finetune.global_batch_size=128", "finetune.epochs=1", "train.epochs=1"]
+    return base, settings
+
+
+def _tensors(path: Path, prefix: str) -> dict[str, np.ndarray]:
+    with safe_open(str(path), framework="np") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+
+
+def test_pretrain_then_both_finetunings(setup, tmp_path: Path) -> None:
+    base, settings = setup
+    config = load_config("ml-1m", settings)
+    summary = pretrain(base / "data", tmp_path / "pre", config)
+    meta = DatasetMeta.load(base / "data")
+    assert summary["rows"] == meta.splits["train"]["rows"] + meta.splits["valid"]["rows"], "train + valid, never test"
+    assert np.isfinite(summary["history"][0]["mlm_loss"]) and summary["plm_fresh_mlm_head"] is False
+
+    with_plm = finetune_with_plm(base / "data", tmp_path / "pre", tmp_path / "with", config)
+    assert 0 < with_plm["fusion_weight"] < 1 and 0 < with_plm["test"]["auc"] < 1
+
+    without = finetune_without_plm(base / "data", tmp_path / "pre", tmp_path / "without", config)
+    # The served model is exactly the plain backbone: same parameters, and a plain CTRModel
+    # loaded from its checkpoint reproduces its test AUC.
+    plain = CTRModel(meta.fields, config.ctr)
+    load_model(plain, tmp_path / "without" / "checkpoint")
+    plain.eval()
+    raw_names = {n for n, _ in CTRModel(meta.fields, config.ctr).named_parameters()}
+    assert {n for n, _ in plain.named_parameters()} == raw_names
+    scores = predict(lambda b: plain(b.ids), SplitLoader(base / "data", "test", global_batch_size=4096))
+    labels = np.concatenate([b.labels.numpy() for b in SplitLoader(base / "data", "test", global_batch_size=4096)])
+    from sklearn.metrics import roc_auc_score
+
+    assert abs(roc_auc_score(labels, scores) - without["test"]["auc"]) < 1e-5
+
+    # `cp-dist evaluate` rebuilds both finetuned runs from their checkpoints alone.
+    for run, metrics in ((tmp_path / "with", with_plm), (tmp_path / "without", without)):
+        assert main(["evaluate", "--run", str(run), "--data", str(base / "data")]) == 0
+        assert abs(json.loads((run / "eval_test.json").read_text())["auc"] - metrics["test"]["auc"]) < 1e-5
+
+
+def test_without_plm_starts_from_the_pretrained_ctr_model(setup, tmp_path: Path) -> None:
+    base, settings = setup
+    config = load_config("ml-1m", settings)
+    pretrain(base / "data", tmp_path / "pre", config)
+    meta = DatasetMeta.load(base / "data")
+    started = CTRModel(meta.fields, config.ctr)
+    load_model(started, tmp_path / "pre" / "checkpoint", source_prefix="ctr.", keep=("head.",))
+    saved = _tensors(tmp_path / "pre" / "checkpoint" / "dense.safetensors", "ctr.backbone.")
+    for name, value in started.backbone.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), saved[f"ctr.backbone.{name}"])
+
+
+def test_plm_learning_rate_zero_freezes_the_plm_and_nothing_else(setup, tmp_path: Path) -> None:
+    base, settings = setup
+    config = load_config("ml-1m", [*settings, "finetune.plm_lr=0"])
+    pretrain(base / "data", tmp_path / "pre", config)
+    finetune_with_plm(base / "data", tmp_path / "pre", tmp_path / "frozen", config)
+    before = _tensors(tmp_path / "pre" / "checkpoint" / "dense.safetensors", "")
+    after = _tensors(tmp_path / "frozen" / "checkpoint" / "dense.safetensors", "")
+    encoder = [k for k in before if k.startswith("encoder.masked_lm.bert.")]
+    assert any("LayerNorm" in k for k in encoder) and any(k.endswith("bias") for k in encoder)
+    assert all(np.array_equal(before[k], after[k]) for k in encoder), "every PLM weight, biases and norms included"
+    assert not np.array_equal(before["generator.output.weight"], after["generator.output.weight"])
+    assert not np.array_equal(before["ctr.backbone.mlp.0.weight"], after["ctr.backbone.mlp.0.weight"])
+
+
+def test_text_must_match_the_language_model(setup, tmp_path: Path) -> None:
+    base, settings = setup
+    with pytest.raises(DataError, match="text tokenized for .*tiny-bert.*prompt.plm is 'minilm'.*cp-dist data tokenize"):
+        pretrain(base / "data", tmp_path / "pre", load_config("ml-1m", [*settings, "prompt.plm=minilm"]))
