@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from cp_dist.clickprompt.generator import PromptGenerator
-from cp_dist.config import CTRConfig
+from cp_dist.clickprompt.model import ClickPrompt
+from cp_dist.config import CTRConfig, PromptConfig
+from cp_dist.ctr.backbones import BACKBONES
 from cp_dist.ctr.model import CTRModel
 from cp_dist.data.meta import FieldMeta
 from cp_dist.distributed.tables import initialize_tables
@@ -128,3 +130,24 @@ def test_bundled_minilm_gets_a_fresh_head_tied_to_its_word_embeddings() -> None:
     encoder = PromptedEncoder(model)
     assert encoder.num_layers == 6 and encoder.hidden == 384
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_every_backbone_prompts_both_families(backbone: str, family: str) -> None:
+    """PA-MLM loss and the fused click logit, forward and backward, for each registered backbone."""
+    torch.manual_seed(0)
+    fields = [FieldMeta(f"f{k}", f"F{k}", "user", 12, 0) for k in range(4)]
+    ctr = CTRModel(fields, CTRConfig(model=backbone, embedding_dim=8, mlp=[16], cross_layers=1, cin_layers=[4],
+                                     attention_layers=1, attention_dim=8, gnn_steps=1, conv_channels=[2]))
+    initialize_tables(ctr, seed=0, std=0.1)
+    model = ClickPrompt(ctr, _tiny(family), PromptConfig(num_prompts=2))
+    ids = torch.randint(0, 12, (3, 4))
+    tokens, mask = _batch()
+    labels = torch.full_like(tokens, -100)
+    labels[:, 2] = tokens[:, 2]
+    mlm = model(ids, tokens, mask, mlm_labels=labels)
+    click = model(ids, tokens, mask)
+    (mlm + click.sum()).backward()
+    assert torch.isfinite(mlm) and click.shape == (3,)
+    assert ctr.embedding.ebc.embedding_bags["f0"].weight.grad.abs().sum() > 0
