@@ -32,7 +32,7 @@ from cp_dist.data.prepare import prepare  # noqa: E402
 from cp_dist.data.synth import synth  # noqa: E402
 from cp_dist.distributed.process_group import RankInfo, launch  # noqa: E402
 from cp_dist.distributed.sharding import describe_plan  # noqa: E402
-from cp_dist.io import atomic_file  # noqa: E402
+from cp_dist.io import write_json  # noqa: E402
 from cp_dist.training.ctr import build_sharded_model, dense_optimizer, train_step  # noqa: E402
 
 CASES = [(1, "auto"), (2, "table_wise"), (2, "row_wise"), (2, "column_wise")]
@@ -92,8 +92,7 @@ def main() -> None:
               "steps": args.steps, "warmup": args.warmup, "cases": rows, "machine": describe_machine(),
               "command": " ".join(sys.argv)}
     path = args.results / f"ctr_train_{device}.json"
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(path, result)
     print(f"\nwrote {path}")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
 
-from cp_dist.io import atomic_file  # noqa: E402
+from cp_dist.io import write_json  # noqa: E402
 
 #: 4% of synthetic GoodReads lines are unrated and dropped, leaving the paper's 20.1M interactions.
 PAPER_ROWS = 20_950_000
@@ -82,8 +82,7 @@ def main() -> None:
     for name, value in rows:
         print(f"  {name:<26}{value}")
     path = args.results / f"prepare_{args.format}_{args.rows}.json"
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(path, result)
     print(f"\nwrote {path}")
 
 

@@ -76,7 +76,7 @@ def quiet_library_noise() -> None:
     for message in LIBRARY_NOISE:
         warnings.filterwarnings("ignore", message=f".*{message}.*")
     for name in ("torchrec.distributed.planner.types", "torchrec.distributed.planner.storage_reservations",
-                 "torchrec.distributed.utils", "torch.fx._symbolic_trace", "root"):
+                 "torchrec.distributed.utils", "torch.fx._symbolic_trace"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 from cp_dist.config import Config
-from cp_dist.io import atomic_file
+from cp_dist.io import atomic_file, write_json
 from cp_dist.training.ctr import METRICS_FILE, train_ctr
 
 
@@ -58,8 +58,7 @@ def run_table(
         f"{r['test_logloss_mean']:.4f} ± {r['test_logloss_std']:.4f} | {r['best_epochs']} | {r['train_seconds_mean']:.0f} |\n"
         for r in rows
     )
-    with atomic_file(results_dir / "table.json") as tmp:
-        tmp.write_text(json.dumps({"dataset": dataset, "config": config.to_dict(), "rows": rows}, indent=2) + "\n")
+    write_json(results_dir / "table.json", {"dataset": dataset, "config": config.to_dict(), "rows": rows})
     with atomic_file(results_dir / "table.md") as tmp:
         tmp.write_text(markdown)
     return markdown
