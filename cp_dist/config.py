@@ -63,6 +63,7 @@ class PromptConfig:
     """The language model and how the CTR model prompts it."""
 
     plm: str = "minilm"  # 'minilm' (bundled), a Hugging Face name or a local path
+    plm_layers: int | None = None  # keep only the first N encoder layers (None: all); cost scales with N
     num_prompts: int = 5  # K prompts per layer
     placement: str = "deep"  # deep (per-layer prefix keys/values) | input (input layer only)
     generator_hidden: int | None = None  # None: the PLM's hidden size, as in the reference code

@@ -111,8 +111,9 @@ class SplitLoader:
         rank runs the same number of equally sized steps (sharded layers exchange data each step)."""
         rows = global_batch.num_rows
         per_rank = -(-rows // self.world_size)
-        padded = global_batch.take(np.minimum(np.arange(per_rank * self.world_size), rows - 1))
-        part = padded.slice(self.rank * per_rank, per_rank)
+        if per_rank * self.world_size != rows:  # only a short last batch is copied
+            global_batch = global_batch.take(np.minimum(np.arange(per_rank * self.world_size), rows - 1))
+        part = global_batch.slice(self.rank * per_rank, per_rank)
         num_valid = int(np.clip(rows - self.rank * per_rank, 0, per_rank))
         ids = np.stack([part[f.name].to_numpy() for f in self.meta.fields], axis=1).astype(np.int64)
         labels = torch.from_numpy(part["label"].to_numpy().astype(np.float32))

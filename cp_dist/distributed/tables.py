@@ -37,6 +37,7 @@ class TableBlock:
     row: int
     col: int
     replicated: bool  # the full table on every rank (unsharded or data-parallel)
+    table_shape: tuple[int, int]  # (rows, columns) of the full table
 
 
 def is_table(key: str) -> bool:
@@ -47,12 +48,13 @@ def table_blocks(model: nn.Module) -> Iterator[TableBlock]:
     for key, value in model.state_dict().items():
         if not is_table(key):
             continue
+        shape = tuple(value.size())
         if isinstance(value, ShardedTensor):
             for shard in value.local_shards():
                 row, col = shard.metadata.shard_offsets
-                yield TableBlock(key, shard.tensor, row, col, replicated=False)
+                yield TableBlock(key, shard.tensor, row, col, replicated=False, table_shape=shape)
         else:
-            yield TableBlock(key, value, 0, 0, replicated=True)
+            yield TableBlock(key, value, 0, 0, replicated=True, table_shape=shape)
 
 
 def _rank() -> tuple[int, int]:
@@ -64,20 +66,32 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def initial_values(table: str, shape: tuple[int, int], rows: slice, cols: slice, seed: int, std: float) -> torch.Tensor:
+    """N(0, std) values of table[rows, cols], a function of (seed, table, row) alone.
+
+    Rows are generated full-width in blocks of INIT_BLOCK_ROWS, each block from its own seed, so
+    any rectangle (a row-wise, column-wise or table-wise shard) gets the same values the whole
+    table would hold there, and a rank generates only the blocks its shard touches.
+    """
+    table_seed = zlib.crc32(table.encode()) ^ (seed * 0x9E3779B1 & 0xFFFFFFFF)
+    first, last = rows.start // INIT_BLOCK_ROWS, (rows.stop - 1) // INIT_BLOCK_ROWS
+    generated = [
+        torch.randn(INIT_BLOCK_ROWS, shape[1], generator=torch.Generator().manual_seed(table_seed * 1_000_003 + index))
+        for index in range(first, last + 1)
+    ]
+    offset = rows.start - first * INIT_BLOCK_ROWS
+    return torch.cat(generated)[offset : offset + rows.stop - rows.start, cols] * std
+
+
 @torch.no_grad()
 def initialize_tables(model: nn.Module, seed: int, std: float) -> None:
-    """N(0, std) weights that depend only on (seed, table, row): identical for every sharding."""
+    """Writes initial_values() into every table block this rank holds: identical for every sharding."""
     for block in table_blocks(model):
-        table_seed = zlib.crc32(block.table.encode()) ^ (seed * 0x9E3779B1 & 0xFFFFFFFF)
         rows, cols = block.tensor.shape
-        first, last = block.row // INIT_BLOCK_ROWS, (block.row + rows - 1) // INIT_BLOCK_ROWS
-        full_width = block.col + cols  # generate whole rows up to this shard's last column
-        generated = []
-        for index in range(first, last + 1):
-            generator = torch.Generator().manual_seed(table_seed * 1_000_003 + index)
-            generated.append(torch.randn(INIT_BLOCK_ROWS, max(full_width, 1), generator=generator))
-        values = torch.cat(generated)[block.row - first * INIT_BLOCK_ROWS :][:rows, block.col : block.col + cols]
-        block.tensor.copy_(values * std)
+        block.tensor.copy_(
+            initial_values(block.table, block.table_shape, slice(block.row, block.row + rows),
+                           slice(block.col, block.col + cols), seed, std)
+        )
 
 
 def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> None:

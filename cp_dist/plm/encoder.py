@@ -37,8 +37,8 @@ class Prompts:
         return self.keys.shape[3] if self.keys is not None else self.vectors.shape[1]
 
 
-def load_masked_lm(name_or_path: str) -> tuple[PreTrainedModel, bool]:
-    """The masked LM and whether its MLM head is fresh.
+def load_masked_lm(name_or_path: str, num_layers: int | None = None) -> tuple[PreTrainedModel, bool]:
+    """The masked LM (its first num_layers encoder layers, or all) and whether its MLM head is fresh.
 
     A checkpoint without an MLM head (the bundled MiniLM is a sentence encoder) gets a freshly
     initialised transform, with the decoder tied to the word embeddings by transformers itself.
@@ -47,7 +47,8 @@ def load_masked_lm(name_or_path: str) -> tuple[PreTrainedModel, bool]:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(resolve(name_or_path), output_loading_info=True)
+        layers = {} if num_layers is None else {"num_hidden_layers": num_layers}
+        model, info = AutoModelForMaskedLM.from_pretrained(resolve(name_or_path), output_loading_info=True, **layers)
     finally:
         hf_logging.set_verbosity(verbosity)
     fresh_head = any(not key.startswith(model.base_model_prefix) for key in info["missing_keys"])

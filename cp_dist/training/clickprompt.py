@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm.auto import tqdm
@@ -33,7 +32,7 @@ from cp_dist.io import write_json
 from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm
 from cp_dist.pretrained import load_tokenizer
 from cp_dist.training.ctr import METRICS_FILE, shard_and_initialize, train_ctr
-from cp_dist.training.loop import CHECKPOINT_DIR, Fit, fit
+from cp_dist.training.loop import CHECKPOINT_DIR, Fit, fit, global_step_losses
 
 PRETRAIN_FILE = "pretrain.json"
 NO_DECAY = ("bias", "LayerNorm.weight", "fusion_logit")
@@ -89,7 +88,7 @@ def _check_out(path: Path, overwrite: bool) -> None:
 def _build(meta: DatasetMeta, config: Config, rank: RankInfo, *, stage: str, plm_lr: float, embedding_lr: float):
     torch.manual_seed(config.train.seed)
     ctr = CTRModel(meta.fields, config.ctr, embedding_device="meta")
-    masked_lm, fresh_head = load_masked_lm(config.prompt.plm)
+    masked_lm, fresh_head = load_masked_lm(config.prompt.plm, config.prompt.plm_layers)
     model = ClickPrompt(ctr, PromptedEncoder(masked_lm), config.prompt)
     if stage == "pretrain":
         prepare_for_pretraining(model)
@@ -134,9 +133,7 @@ def _pretrain_rank(rank: RankInfo, job: ClickPromptJob) -> None:
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
-        step_losses = torch.stack(losses)
-        dist.all_reduce(step_losses)
-        step_losses = (step_losses / rank.world_size).tolist()
+        step_losses = global_step_losses(losses, rank)
         history.append({"epoch": epoch, "mlm_loss": sum(step_losses) / len(step_losses), "step_losses": step_losses,
                         "seconds": time.perf_counter() - started})
     save_model(model, job.out_dir / CHECKPOINT_DIR, {"stage": "pretrain", "config": config.to_dict(), "dataset": meta.dataset})

@@ -38,6 +38,13 @@ class Fit:
     checkpoint_extra: dict
 
 
+def global_step_losses(losses: list[torch.Tensor], rank: RankInfo) -> list[float]:
+    """Each step's loss over the whole global batch (the mean of the ranks' slice losses)."""
+    stacked = torch.stack(losses)
+    dist.all_reduce(stacked)
+    return (stacked / rank.world_size).tolist()
+
+
 def fit(run: Fit, rank: RankInfo) -> dict:
     """Returns best_epoch, valid, test, history and train_seconds (identical on every rank)."""
     history, best_auc, best_epoch, started = [], float("-inf"), -1, time.perf_counter()
@@ -45,9 +52,7 @@ def fit(run: Fit, rank: RankInfo) -> dict:
         run.train.set_epoch(epoch)
         run.model.train()
         losses = [run.step(b) for b in tqdm(run.train, desc=f"epoch {epoch}", leave=False, disable=None if rank.is_main else True)]
-        step_losses = torch.stack(losses)
-        dist.all_reduce(step_losses)  # each step's loss over the whole global batch
-        step_losses = (step_losses / rank.world_size).tolist()
+        step_losses = global_step_losses(losses, rank)
         run.model.eval()
         valid = evaluate(run.score, run.valid, rank.device)
         history.append({"epoch": epoch, "train_loss": sum(step_losses) / len(step_losses), "step_losses": step_losses,

@@ -31,7 +31,7 @@ def load_run(run_dir: Path, meta: DatasetMeta) -> tuple[torch.nn.Module, Callabl
     config = Config.from_dict(index["config"], str(index_path))
     ctr = CTRModel(meta.fields, config.ctr)
     if index.get("stage") == "finetune_with_plm":
-        model = ClickPrompt(ctr, PromptedEncoder(load_masked_lm(config.prompt.plm)[0]), config.prompt)
+        model = ClickPrompt(ctr, PromptedEncoder(load_masked_lm(config.prompt.plm, config.prompt.plm_layers)[0]), config.prompt)
         load_model(model, run_dir / CHECKPOINT_DIR)
         return model.eval(), lambda b: model(b.ids, b.input_ids, b.attention_mask), True
     load_model(ctr, run_dir / CHECKPOINT_DIR)

@@ -151,3 +151,11 @@ def test_every_backbone_prompts_both_families(backbone: str, family: str) -> Non
     (mlm + click.sum()).backward()
     assert torch.isfinite(mlm) and click.shape == (3,)
     assert ctr.embedding.ebc.embedding_bags["f0"].weight.grad.abs().sum() > 0
+
+
+def test_keeping_the_first_layers(tmp_path) -> None:
+    saved = _tiny("bert").masked_lm
+    saved.save_pretrained(tmp_path)
+    model, _ = load_masked_lm(str(tmp_path), num_layers=1)
+    assert PromptedEncoder(model).num_layers == 1
+    torch.testing.assert_close(model.bert.encoder.layer[0].state_dict(), saved.bert.encoder.layer[0].state_dict())

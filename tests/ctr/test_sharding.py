@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cp_dist.config import load_config
 from cp_dist.ctr.model import CTRModel
@@ -93,3 +94,13 @@ def test_checkpoint_reloads_to_identical_predictions(nproc: int, sharding: str, 
     plain.eval()
     loader = SplitLoader(data, "test", global_batch_size=4096)
     np.testing.assert_allclose(predict(lambda b: plain(b.ids), loader), before, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows, cols", [(slice(0, 9000), slice(0, 16)), (slice(4000, 8500), slice(4, 12)), (slice(8191, 8193), slice(15, 16))])
+def test_initial_values_of_any_shard_match_the_whole_table(rows: slice, cols: slice) -> None:
+    """Row-wise, column-wise and odd shards (across generation blocks) see the whole table's values."""
+    from cp_dist.distributed.tables import initial_values
+
+    whole = initial_values("t.weight", (9000, 16), slice(0, 9000), slice(0, 16), seed=3, std=0.01)
+    torch.testing.assert_close(initial_values("t.weight", (9000, 16), rows, cols, seed=3, std=0.01), whole[rows, cols], rtol=0, atol=0)
+    assert not torch.equal(whole, initial_values("t.weight", (9000, 16), slice(0, 9000), slice(0, 16), seed=4, std=0.01))
