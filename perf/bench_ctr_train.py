@@ -25,7 +25,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
 
-from cp_dist.config import load_config  # noqa: E402
+from cp_dist.config import DistributedConfig, load_config  # noqa: E402
 from cp_dist.data.loader import SplitLoader  # noqa: E402
 from cp_dist.data.meta import DatasetMeta  # noqa: E402
 from cp_dist.data.prepare import prepare  # noqa: E402
@@ -40,7 +40,7 @@ CASES = [(1, "auto"), (2, "table_wise"), (2, "row_wise"), (2, "column_wise")]
 
 def _measure(rank: RankInfo, data: Path, sharding: str, batch: int, warmup: int, steps: int, out: Path) -> None:
     config = load_config("ml-1m", [f"distributed.sharding={sharding}", f"train.global_batch_size={batch}"])
-    model = build_sharded_model(DatasetMeta.load(data), config, rank)
+    model = build_sharded_model(DatasetMeta.load(data).fields, config, rank)
     dense = dense_optimizer(model, config)
     loader = SplitLoader(data, "train", global_batch_size=batch, rank=rank.rank, world_size=rank.world_size,
                          shuffle=True, drop_last=True)
@@ -75,7 +75,7 @@ def main() -> None:
     rows = []
     for nproc, sharding in CASES:
         timing = args.work / "timing.json"
-        launch(_measure, nproc, "auto", data, sharding, args.batch, args.warmup, args.steps, timing)
+        launch(_measure, DistributedConfig(nproc=nproc), data, sharding, args.batch, args.warmup, args.steps, timing)
         measured = json.loads(timing.read_text())
         rows.append({"processes": nproc, "sharding": sharding, "seconds": measured["seconds"],
                      "samples_per_second": args.steps * args.batch / measured["seconds"], "plan": measured["plan"]})

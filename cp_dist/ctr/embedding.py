@@ -27,10 +27,16 @@ def field_ids_to_kjt(ids: torch.Tensor, names: Sequence[str]) -> KeyedJaggedTens
 
 
 class FieldEmbedding(nn.Module):
-    def __init__(self, fields: Sequence[FieldMeta], dim: int, device: torch.device | str | None = None):
+    """`device` is where the tables are created ("meta" defers them to DistributedModelParallel);
+    `lookup_device` is where they end up, when that differs from the callers' device (tables in
+    host memory under a GPU model): ids go there for the lookup and the embeddings come back."""
+
+    def __init__(self, fields: Sequence[FieldMeta], dim: int, device: torch.device | str | None = None,
+                 lookup_device: torch.device | None = None):
         super().__init__()
         self.names = [f.name for f in fields]
         self.dim = dim
+        self.lookup_device = lookup_device
         self.ebc = EmbeddingBagCollection(
             tables=[
                 EmbeddingBagConfig(
@@ -44,5 +50,30 @@ class FieldEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """[B, F] vocabulary indices -> [B, F, D] field embeddings."""
-        pooled = self.ebc(field_ids_to_kjt(ids, self.names)).to_dict()
-        return torch.stack([pooled[name] for name in self.names], dim=1)
+        lookup_ids = ids if self.lookup_device is None else ids.to(self.lookup_device)
+        pooled = self.ebc(field_ids_to_kjt(lookup_ids, self.names)).to_dict()
+        return torch.stack([pooled[name] for name in self.names], dim=1).to(ids.device)
+
+
+class DenseFieldEmbedding(nn.Module):
+    """The same lookup as FieldEmbedding for serving: every field's table stacked into one plain
+    nn.Embedding, each field's ids shifted by its offset. With one id per bag, sum pooling is the
+    row itself, so the outputs are identical; plain PyTorch exports (torch.export) and runs on any
+    device without fbgemm's kernels."""
+
+    def __init__(self, names: Sequence[str], weights: Sequence[torch.Tensor]):
+        super().__init__()
+        self.names = list(names)
+        self.table = nn.Embedding.from_pretrained(torch.cat([w.detach() for w in weights]), freeze=True)
+        sizes = torch.tensor([0] + [w.shape[0] for w in weights[:-1]])
+        self.register_buffer("offsets", sizes.cumsum(0), persistent=False)
+
+    @classmethod
+    def from_tables(cls, embedding: FieldEmbedding) -> DenseFieldEmbedding:
+        """From an unsharded FieldEmbedding (e.g. a CTRModel loaded from a checkpoint in one process)."""
+        bags = embedding.ebc.embedding_bags
+        return cls(embedding.names, [bags[name].weight for name in embedding.names])
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, F] vocabulary indices -> [B, F, D] field embeddings."""
+        return self.table(ids + self.offsets)

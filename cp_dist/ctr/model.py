@@ -17,13 +17,14 @@ class CTRModel(nn.Module):
     """TorchRec field embeddings, a registered backbone and a linear head.
 
     `embedding_device="meta"` defers the tables to DistributedModelParallel, which allocates only
-    each rank's shards.
+    each rank's shards; `lookup_device` is the device they will live on (see FieldEmbedding).
     """
 
-    def __init__(self, fields: Sequence[FieldMeta], config: CTRConfig, embedding_device: str | None = None):
+    def __init__(self, fields: Sequence[FieldMeta], config: CTRConfig, embedding_device: str | None = None,
+                 lookup_device: torch.device | None = None):
         super().__init__()
         self.config = config
-        self.embedding = FieldEmbedding(fields, config.embedding_dim, embedding_device)
+        self.embedding = FieldEmbedding(fields, config.embedding_dim, embedding_device, lookup_device)
         self.backbone = build_backbone(config, len(fields))
         self.head = nn.Linear(self.backbone.q_dim, 1)
 

@@ -15,27 +15,53 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from cp_dist.config import DistributedConfig
+
 LOOPBACK = "127.0.0.1"
+
+
+TABLE_DEVICES = ("auto", "cpu")
 
 
 @dataclass(frozen=True)
 class RankInfo:
     rank: int
     world_size: int
-    device: torch.device
+    device: torch.device  # dense layers, the language model and the batches
     backend: str
+    table_device: torch.device  # where this rank's embedding-table shards live and are looked up
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
-def resolve_backend(backend: str) -> str:
-    if backend == "auto":
-        return "nccl" if torch.cuda.is_available() else "gloo"
-    if backend not in ("gloo", "nccl"):
+@dataclass(frozen=True)
+class Placement:
+    """Backend and device types of a run, resolved once before any rank starts."""
+
+    backend: str
+    device_type: str
+    table_device_type: str
+
+
+def resolve_placement(distributed: DistributedConfig) -> Placement:
+    """Tables on the GPU need NCCL. Tables in host memory (distributed.table_device=cpu: fbgemm-gpu
+    without its CUDA kernels, or tables larger than GPU memory) are exchanged by TorchRec over gloo,
+    while the dense layers and the language model still run on the GPU when there is one."""
+    backend, cuda = distributed.backend, torch.cuda.is_available()
+    if backend not in ("auto", "gloo", "nccl"):
         raise ValueError(f"distributed.backend {backend!r}: expected auto, gloo or nccl")
-    return backend
+    if distributed.table_device not in TABLE_DEVICES:
+        raise ValueError(f"distributed.table_device {distributed.table_device!r}: expected one of {', '.join(TABLE_DEVICES)}")
+    if distributed.table_device == "cpu":
+        if backend == "nccl":
+            raise ValueError("distributed.table_device=cpu exchanges tables over gloo; set distributed.backend to auto or gloo")
+        return Placement("gloo", "cuda" if cuda else "cpu", "cpu")
+    if backend == "auto":
+        backend = "nccl" if cuda else "gloo"
+    device_type = "cuda" if backend == "nccl" else "cpu"
+    return Placement(backend, device_type, device_type)
 
 
 def free_loopback_port() -> int:
@@ -45,16 +71,19 @@ def free_loopback_port() -> int:
 
 
 @contextmanager
-def process_group(rank: int, world_size: int, backend: str, port: int) -> Iterator[RankInfo]:
+def process_group(rank: int, world_size: int, placement: Placement, port: int) -> Iterator[RankInfo]:
     """Joins the group; on the way out, tears it down cleanly (gc first: stack.md, torch 2.13 + gloo)."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # keep gloo's peer sockets on loopback
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}") if backend == "nccl" else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend, init_method=f"tcp://{LOOPBACK}:{port}", rank=rank, world_size=world_size)
+
+    def device(kind: str) -> torch.device:
+        return torch.device(f"cuda:{rank % torch.cuda.device_count()}") if kind == "cuda" else torch.device("cpu")
+
+    if placement.device_type == "cuda":
+        torch.cuda.set_device(device("cuda"))
+    dist.init_process_group(placement.backend, init_method=f"tcp://{LOOPBACK}:{port}", rank=rank, world_size=world_size)
     failed = False
     try:
-        yield RankInfo(rank, world_size, device, backend)
+        yield RankInfo(rank, world_size, device(placement.device_type), placement.backend, device(placement.table_device_type))
     except BaseException:
         failed = True
         raise
@@ -80,18 +109,19 @@ def quiet_library_noise() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _entry(rank: int, world_size: int, backend: str, port: int, fn: Callable, args: tuple) -> None:
+def _entry(rank: int, world_size: int, placement: Placement, port: int, fn: Callable, args: tuple) -> None:
     quiet_library_noise()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    with process_group(rank, world_size, backend, port) as info:
+    with process_group(rank, world_size, placement, port) as info:
         fn(info, *args)
 
 
-def launch(fn: Callable[..., None], nproc: int, backend: str, *args) -> None:
-    """Runs fn(RankInfo, *args) on nproc ranks: in this process for 1, spawned processes otherwise."""
-    backend = resolve_backend(backend)
+def launch(fn: Callable[..., None], distributed: DistributedConfig, *args) -> None:
+    """Runs fn(RankInfo, *args) on distributed.nproc ranks: in this process for 1, spawned processes otherwise."""
+    placement = resolve_placement(distributed)
     port = free_loopback_port()
-    if nproc == 1:
-        _entry(0, 1, backend, port, fn, args)
+    if distributed.nproc == 1:
+        _entry(0, 1, placement, port, fn, args)
     else:
-        mp.start_processes(_entry, args=(nproc, backend, port, fn, args), nprocs=nproc, start_method="spawn")
+        mp.start_processes(_entry, args=(distributed.nproc, placement, port, fn, args), nprocs=distributed.nproc,
+                           start_method="spawn")

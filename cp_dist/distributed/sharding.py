@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torchrec import EmbeddingBagCollection
 from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.model_parallel import DataParallelWrapper
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, TrainerConfig
 from torchrec.distributed.sharding_plan import construct_module_sharding_plan, row_wise
@@ -46,25 +48,60 @@ def sharding_plan(model: nn.Module, sharding: str, rank: RankInfo) -> ShardingPl
     if sharding == "row_wise":
         per_table = {config.name: row_wise(compute_kernel="fused") for config in ebc.embedding_bag_configs()}
         module_plan = construct_module_sharding_plan(
-            ebc, per_param_sharding=per_table, device_type=rank.device.type, world_size=rank.world_size
+            ebc, per_param_sharding=per_table, device_type=rank.table_device.type, world_size=rank.world_size
         )
         return ShardingPlan({path: module_plan})
     allowed = [t.value for t in SHARDINGS[sharding]]
     constraints = {config.name: ParameterConstraints(sharding_types=allowed) for config in ebc.embedding_bag_configs()}
     topology = TopologyFactory.create_topology(
-        TrainerConfig(world_size=rank.world_size), kernel_config=KernelConfig(compute_device=rank.device.type)
+        TrainerConfig(world_size=rank.world_size), kernel_config=KernelConfig(compute_device=rank.table_device.type)
     )
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
     return planner.collective_plan(model, None, dist.GroupMember.WORLD)
 
 
+class DenseDataParallel(DataParallelWrapper):
+    """DDP over every parameter the plan did not shard, left on the device it already has.
+
+    TorchRec's default wrapper first moves the whole module to DMP's device, the tables' device;
+    with tables in host memory that would pull the dense layers and the language model off the GPU.
+    """
+
+    def wrap(self, dmp: DistributedModelParallel, env: ShardingEnv, device) -> None:
+        if isinstance(dmp._dmp_wrapped_module, DistributedDataParallel):
+            return
+        sharded = set(DistributedModelParallel._sharded_parameter_names(dmp._dmp_wrapped_module))
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(dmp._dmp_wrapped_module, sharded)
+        dmp._dmp_wrapped_module = DistributedDataParallel(
+            dmp._dmp_wrapped_module, process_group=env.process_group, gradient_as_bucket_view=True,
+            broadcast_buffers=False,
+        )
+
+
+def place_dense(model: nn.Module, device) -> None:
+    """Moves every parameter and buffer outside the (still unsharded) tables to device; tied weights stay tied."""
+    tables = model.get_submodule(embedding_collection_path(model))
+
+    def visit(module: nn.Module) -> None:
+        if module is tables:
+            return
+        module._apply(lambda t: t.to(device), recurse=False)
+        for child in module.children():
+            visit(child)
+
+    visit(model)
+
+
 def shard(model: nn.Module, sharding: str, rank: RankInfo) -> DistributedModelParallel:
-    """Wraps the model: tables sharded by the plan, every other parameter data-parallel."""
+    """Wraps the model: tables sharded by the plan on rank.table_device, every other parameter
+    data-parallel on rank.device."""
+    place_dense(model, rank.device)
     return DistributedModelParallel(
         model,
         env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
-        device=rank.device,
+        device=rank.table_device,
         plan=sharding_plan(model, sharding, rank),
+        data_parallel_wrapper=DenseDataParallel(),
     )
 
 

@@ -4,6 +4,7 @@ dense layers, early stopping on validation AUC, test AUC/LogLoss of the best che
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 from cp_dist.config import Config
 from cp_dist.ctr.model import CTRModel
 from cp_dist.data.loader import Batch, SplitLoader
-from cp_dist.data.meta import DatasetMeta
+from cp_dist.data.meta import DatasetMeta, FieldMeta
 from cp_dist.distributed.process_group import RankInfo, launch
 from cp_dist.distributed.sharding import describe_plan, embedding_collection_path, shard
 from cp_dist.distributed.tables import initialize_tables, load_model
@@ -44,7 +45,7 @@ def train_ctr(data_dir: Path, out_dir: Path, config: Config, *, overwrite: bool 
     if (out_dir / METRICS_FILE).exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: already holds a finished run; pass --overwrite to replace it")
     out_dir.mkdir(parents=True, exist_ok=True)
-    launch(_train_rank, config.distributed.nproc, config.distributed.backend, CTRJob(data_dir, out_dir, config, init_from))
+    launch(_train_rank, config.distributed, CTRJob(data_dir, out_dir, config, init_from))
     return json.loads((out_dir / METRICS_FILE).read_text())
 
 
@@ -59,10 +60,10 @@ def shard_and_initialize(model: torch.nn.Module, config: Config, rank: RankInfo,
     return sharded
 
 
-def build_sharded_model(meta: DatasetMeta, config: Config, rank: RankInfo):
+def build_sharded_model(fields: Sequence[FieldMeta], config: Config, rank: RankInfo):
     """The CTR model with its tables sharded."""
     torch.manual_seed(config.train.seed)
-    model = CTRModel(meta.fields, config.ctr, embedding_device="meta")
+    model = CTRModel(fields, config.ctr, embedding_device="meta", lookup_device=rank.table_device)
     return shard_and_initialize(model, config, rank, config.train.embedding_lr)
 
 
@@ -85,7 +86,7 @@ def train_step(model: torch.nn.Module, dense: torch.optim.Optimizer, batch: Batc
 def _train_rank(rank: RankInfo, job: CTRJob) -> None:
     config, train = job.config, job.config.train
     meta = DatasetMeta.load(job.data_dir)
-    model = build_sharded_model(meta, config, rank)
+    model = build_sharded_model(meta.fields, config, rank)
     if job.init_from is not None:  # e.g. the CTR part of a PA-MLM checkpoint, with a fresh head
         load_model(model, job.init_from, source_prefix="ctr.", keep=("head.",))
     dense = dense_optimizer(model, config)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cp_dist.config import load_config
+from cp_dist.config import DistributedConfig, load_config
 from cp_dist.ctr.model import CTRModel
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
@@ -54,7 +54,7 @@ def _test_loader(data: Path, rank: RankInfo) -> SplitLoader:
 
 def _train_and_save(rank: RankInfo, data: Path, out: Path, sharding: str) -> None:
     config = load_config("ml-1m", [*SETTINGS, f"distributed.sharding={sharding}"])
-    model = build_sharded_model(DatasetMeta.load(data), config, rank)
+    model = build_sharded_model(DatasetMeta.load(data).fields, config, rank)
     dense = dense_optimizer(model, config)
     train = SplitLoader(data, "train", global_batch_size=256, rank=rank.rank, world_size=rank.world_size, shuffle=True)
     for _, batch in zip(range(5), train):
@@ -66,7 +66,7 @@ def _train_and_save(rank: RankInfo, data: Path, out: Path, sharding: str) -> Non
 
 def _load_and_predict(rank: RankInfo, data: Path, out: Path, sharding: str, tag: str) -> None:
     config = load_config("ml-1m", [*SETTINGS, f"distributed.sharding={sharding}", "train.seed=99"])
-    model = build_sharded_model(DatasetMeta.load(data), config, rank)  # different initial weights
+    model = build_sharded_model(DatasetMeta.load(data).fields, config, rank)  # different initial weights
     load_model(model, out / "checkpoint")
     model.eval()
     np.save(out / f"{tag}-rank{rank.rank}.npy", predict(_score(model, rank.device), _test_loader(data, rank)))
@@ -78,15 +78,15 @@ def _gathered(out: Path, tag: str, world: int) -> np.ndarray:
 
 @pytest.mark.parametrize("nproc, sharding", [(2, "row_wise"), (1, "auto")])
 def test_checkpoint_reloads_to_identical_predictions(nproc: int, sharding: str, data: Path, tmp_path: Path) -> None:
-    launch(_train_and_save, nproc, "gloo", data, tmp_path, sharding)
+    launch(_train_and_save, DistributedConfig(nproc=nproc, backend="gloo"), data, tmp_path, sharding)
     before = _gathered(tmp_path, "before", nproc)
     assert len(before) == DatasetMeta.load(data).splits["test"]["rows"]
 
-    launch(_load_and_predict, nproc, "gloo", data, tmp_path, sharding, "same")
+    launch(_load_and_predict, DistributedConfig(nproc=nproc, backend="gloo"), data, tmp_path, sharding, "same")
     np.testing.assert_array_equal(_gathered(tmp_path, "same", nproc), before)
 
     # Into another sharding and world size, and into a plain model with no process group at all.
-    launch(_load_and_predict, 2, "gloo", data, tmp_path, "column_wise", "column")
+    launch(_load_and_predict, DistributedConfig(nproc=2, backend="gloo"), data, tmp_path, "column_wise", "column")
     np.testing.assert_allclose(_gathered(tmp_path, "column", 2), before, rtol=0, atol=1e-6)
     meta = DatasetMeta.load(data)
     plain = CTRModel(meta.fields, load_config("ml-1m", SETTINGS).ctr)
