@@ -110,7 +110,7 @@ def _pretrain(args: argparse.Namespace) -> None:
 
     summary = pretrain(args.data, args.out, _config(args, DatasetMeta.load(args.data).dataset), overwrite=args.overwrite)
     last = summary["history"][-1]
-    print(f"PA-MLM on {summary['dataset']}: {summary['rows']:,} rows x {len(summary['history'])} epoch(s), final MLM loss "
+    print(f"PA-MLM on {summary['dataset']}: {summary['rows_seen']:,} rows seen ({summary['rows']:,} in train + valid), final MLM loss "
           f"{last['mlm_loss']:.4f}, {summary['train_seconds']:.0f} s; generator {summary['generator_parameters']:,} parameters"
           f"\nwrote {args.out}/pretrain.json and {args.out}/checkpoint/")
 
@@ -131,6 +131,16 @@ def _finetune(args: argparse.Namespace) -> None:
     print(f"{metrics['model']} on {metrics['dataset']}: best epoch {metrics['best_epoch']}, valid AUC "
           f"{metrics['valid']['auc']:.4f}, test AUC {metrics['test']['auc']:.4f}, test LogLoss "
           f"{metrics['test']['logloss']:.4f}{extra}\nwrote {args.out}/metrics.json and {args.out}/checkpoint/")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from cp_dist.data.meta import DatasetMeta
+    from cp_dist.training.comparison import format_comparison, run_comparison
+
+    config = _config(args, DatasetMeta.load(args.data).dataset)
+    payload = run_comparison(args.data, args.out, config, seeds=args.seeds, variants=args.variants, results_dir=args.results)
+    print(format_comparison(payload))
+    print(f"wrote {args.results or args.out}/comparison.json and comparison.md")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -274,6 +284,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", type=Path, help="output directory of `cp-dist pretrain`")
     training_options(p)
     p.set_defaults(handler=_finetune, model=None)
+
+    from cp_dist.training.comparison import MAIN_VARIANTS, VARIANTS
+
+    p = commands.add_parser(
+        "compare",
+        help="the paper's comparison: CTR baseline vs ClickPrompt without / with the PLM (and ablations), over seeds",
+        description="For each seed: trains the preset's CTR backbone, runs PA-MLM, finetunes without and with the "
+        "PLM (and any ablation asked for), then writes comparison.json and comparison.md: test AUC and LogLoss "
+        "(mean ± std), the relative AUC change against the baseline and a paired t-test across seeds. Finished "
+        "runs in --out are reused, so an interrupted comparison resumes. Variants: "
+        + "; ".join(f"{name}: {v.description}" for name, v in VARIANTS.items()),
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=MAIN_VARIANTS, metavar="VARIANT",
+                   help=f"default: {' '.join(MAIN_VARIANTS)}; the baseline always runs")
+    p.add_argument("--results", type=Path, help="where comparison.json / .md go (default: --out)")
+    training_options(p)
+    p.set_defaults(handler=_compare, model=None)
 
     p = commands.add_parser(
         "evaluate",

@@ -1,12 +1,14 @@
 """One typed configuration, loaded from YAML presets (cp_dist/presets/*.yaml) plus overrides.
 
 A preset is a YAML file with the sections below; unknown keys are errors that name the file and
-the key, so a typo never silently falls back to a default.
+the key, so a typo never silently falls back to a default. `extends: <preset>` starts from another
+preset and overrides it key by key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ class TrainConfig:
     embedding_init_std: float = 0.01
     seed: int = 0
     eval_batch_size: int = 8192
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the language-model steps on a GPU; fp32 master weights)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class DistributedConfig:
     nproc: int = 1
     backend: str = "auto"  # gloo on CPU, nccl on GPU
     sharding: str = "auto"  # auto (planner, model-parallel types) | table_wise | column_wise | row_wise
+    table_device: str = "auto"  # auto: with the dense layers | cpu: tables in host memory, dense on the GPU
 
 
 @dataclass
@@ -76,6 +80,7 @@ class PretrainConfig:
     """PA-MLM: everything trains; train + valid rows, never test."""
 
     epochs: int = 1
+    max_steps: int | None = None  # stop after this many steps (None: run every epoch in full)
     global_batch_size: int = 256
     plm_lr: float = 5e-5
     dense_lr: float = 1e-3  # CTR dense layers and the prompt generator
@@ -121,8 +126,32 @@ class Config:
             unknown = set(values or {}) - known
             if unknown:
                 raise DataError(f"{source}: unknown key {name}.{sorted(unknown)[0]}; expected one of {', '.join(sorted(known))}")
-            built[name] = section_type(**(values or {}))
+            hints = typing.get_type_hints(section_type)
+            built[name] = section_type(**{
+                key: _typed(value, hints[key], f"{source}: {name}.{key}") for key, value in (values or {}).items()
+            })
         return cls(**built)
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """value checked against a field's type hint. YAML reads 1e-5 (no dot) as a string, so a float
+    field also takes a string that parses as a number; anything else of the wrong type is an error."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except ValueError:
+                continue
+        if option in (int, str, bool) and type(value) is option:
+            return value
+        if typing.get_origin(option) is list and isinstance(value, list):
+            (element,) = typing.get_args(option)
+            return [_typed(item, element, f"{where}[{i}]") for i, item in enumerate(value)]
+    expected = " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
+    raise DataError(f"{where} is {value!r}; expected {expected}")
 
 
 def preset_names() -> list[str]:
@@ -134,10 +163,7 @@ def load_config(preset: str | Path, overrides: list[str] | None = None) -> Confi
     path = Path(preset) if str(preset).endswith((".yaml", ".yml")) else PRESETS_DIR / f"{preset}.yaml"
     if not path.is_file():
         raise DataError(f"{path}: no such preset; expected a YAML file or one of {', '.join(preset_names())}")
-    try:
-        payload = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise DataError(f"{path}: not valid YAML ({err})") from err
+    payload = _read_preset(path)
     for override in overrides or []:
         key, sep, value = override.partition("=")
         section, dot, name = key.partition(".")
@@ -145,3 +171,22 @@ def load_config(preset: str | Path, overrides: list[str] | None = None) -> Confi
             raise DataError(f"--set {override!r}: expected section.key=value, e.g. train.epochs=3")
         payload.setdefault(section, {})[name] = yaml.safe_load(value)
     return Config.from_dict(payload, str(path))
+
+
+def _read_preset(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in seen:
+        raise DataError(f"{path}: `extends` loops back to itself")
+    try:
+        payload = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise DataError(f"{path}: not valid YAML ({err})") from err
+    parent = payload.pop("extends", None)
+    if parent is None:
+        return payload
+    parent_path = PRESETS_DIR / f"{parent}.yaml" if not str(parent).endswith((".yaml", ".yml")) else path.parent / parent
+    if not parent_path.is_file():
+        raise DataError(f"{path}: extends {parent!r}, which is neither a preset nor a YAML file beside it")
+    merged = _read_preset(parent_path, (*seen, path))
+    for section, values in payload.items():
+        merged.setdefault(section, {}).update(values or {})
+    return merged

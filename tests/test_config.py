@@ -39,3 +39,32 @@ def test_typos_are_errors(overrides: list[str], message: str) -> None:
 def test_missing_preset(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such preset.*ml-100k"):
         load_config("ml-10m")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("train.epochs=3.5", "train.epochs is 3.5; expected int"), ("ctr.mlp=[8, x]", r"ctr.mlp\[1\] is 'x'; expected int"),
+     ("prompt.plm_layers=two", "prompt.plm_layers is 'two'; expected int or null"),
+     ("finetune.plm_lr=fast", "finetune.plm_lr is 'fast'; expected float")],
+)
+def test_values_of_the_wrong_type_are_errors(override: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        load_config("ml-100k", [override])
+
+
+def test_exponent_without_a_dot_is_a_float() -> None:
+    """YAML 1.1 reads 1e-5 as a string; the override must still be the number."""
+    config = load_config("ml-100k", ["finetune.plm_lr=1e-5", "prompt.plm_layers=null"])
+    assert config.finetune.plm_lr == 1e-5 and isinstance(config.finetune.plm_lr, float)
+    assert config.prompt.plm_layers is None
+
+
+def test_a_preset_extends_another(tmp_path: Path) -> None:
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: ml-100k\nprompt:\n  plm_layers: null\npretrain:\n  epochs: 4\n")
+    config, parent = load_config(child), load_config("ml-100k")
+    assert config.pretrain.epochs == 4 and config.prompt.plm_layers is None
+    assert config.pretrain.max_steps == parent.pretrain.max_steps and config.ctr == parent.ctr
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(DataError, match="loops back"):
+        load_config(tmp_path / "loop.yaml")

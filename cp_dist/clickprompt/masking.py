@@ -19,7 +19,7 @@ class TokenMasker:
         self._special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
 
     def __call__(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(masked input ids, labels) with labels -100 wherever no loss is taken."""
-        special = torch.isin(input_ids, self._special.to(input_ids.device))
-        masked, labels = self._collator.torch_mask_tokens(input_ids.clone().cpu(), special_tokens_mask=special.cpu())
-        return masked.to(input_ids.device), labels.to(input_ids.device)
+        """CPU ids -> (masked input ids, labels) with labels -100 wherever no loss is taken.
+        On the CPU because the seeded generator is a CPU one."""
+        special = torch.isin(input_ids, self._special)
+        return self._collator.torch_mask_tokens(input_ids.clone(), special_tokens_mask=special)

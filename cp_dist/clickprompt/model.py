@@ -28,8 +28,10 @@ class ClickPrompt(nn.Module):
         if config.pooling not in POOLINGS:
             raise ValueError(f"prompt.pooling {config.pooling!r}: expected one of {', '.join(POOLINGS)}")
         self.ctr, self.encoder, self.pooling = ctr, encoder, config.pooling
-        self.generator = PromptGenerator(
-            ctr.backbone.q_dim, encoder, config.num_prompts, config.placement, config.generator_hidden
+        # No prompts (num_prompts=0) leaves two towers fused only at the logit: the paper's ablation.
+        self.generator = (
+            PromptGenerator(ctr.backbone.q_dim, encoder, config.num_prompts, config.placement, config.generator_hidden)
+            if config.num_prompts > 0 else None
         )
         hidden = encoder.hidden
         self.plm_head = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
@@ -43,7 +45,8 @@ class ClickPrompt(nn.Module):
     def encode(self, ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """(q, the text's last hidden states under the prompts q generates)."""
         q = self.ctr.interact(self.ctr.embed(ids))
-        return q, self.encoder(input_ids, attention_mask, self.generator(q))
+        prompts = self.generator(q) if self.generator is not None else None
+        return q, self.encoder(input_ids, attention_mask, prompts)
 
     def forward(self, ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 mlm_labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM, DynamicCache, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from cp_dist.pretrained import resolve
+from cp_dist.pretrained import RANDOM_CONFIGS, resolve
 
 #: Model types whose position ids start after the padding index (RoBERTa's scheme).
 PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "data2vec-text"}
@@ -42,13 +42,21 @@ def load_masked_lm(name_or_path: str, num_layers: int | None = None) -> tuple[Pr
 
     A checkpoint without an MLM head (the bundled MiniLM is a sentence encoder) gets a freshly
     initialised transform, with the decoder tied to the word embeddings by transformers itself.
+    Weights load as fp32 whatever the checkpoint stores (mixed precision is autocast's job).
+    `random:roberta-base` and `random:roberta-large` build those configurations with random weights.
     """
+    if name_or_path in RANDOM_CONFIGS:
+        model_type, sizes = RANDOM_CONFIGS[name_or_path]
+        layers = {} if num_layers is None else {"num_hidden_layers": num_layers}
+        return masked_lm_from_config(model_type, **{**sizes, **layers}), True
     # transformers prints a table of missing / unexpected keys; we report the one fact that matters.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
         layers = {} if num_layers is None else {"num_hidden_layers": num_layers}
-        model, info = AutoModelForMaskedLM.from_pretrained(resolve(name_or_path), output_loading_info=True, **layers)
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            resolve(name_or_path), output_loading_info=True, dtype=torch.float32, **layers
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
     fresh_head = any(not key.startswith(model.base_model_prefix) for key in info["missing_keys"])

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torchrec.distributed import DistributedModelParallel
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm.auto import tqdm
 
@@ -24,7 +26,7 @@ from cp_dist.config import Config
 from cp_dist.ctr.model import CTRModel
 from cp_dist.data.errors import DataError
 from cp_dist.data.loader import Batch, SplitLoader
-from cp_dist.data.meta import DatasetMeta
+from cp_dist.data.meta import DatasetMeta, FieldMeta
 from cp_dist.distributed.process_group import RankInfo, launch
 from cp_dist.distributed.sharding import describe_plan
 from cp_dist.distributed.tables import load_model, save_model
@@ -36,6 +38,7 @@ from cp_dist.training.loop import CHECKPOINT_DIR, Fit, fit, global_step_losses
 
 PRETRAIN_FILE = "pretrain.json"
 NO_DECAY = ("bias", "LayerNorm.weight", "fusion_logit")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,11 @@ class ClickPromptJob:
 
 def pretrain(data_dir: Path, out_dir: Path, config: Config, *, overwrite: bool = False) -> dict:
     """PA-MLM on train + valid; writes out_dir/pretrain.json and out_dir/checkpoint/."""
+    if config.prompt.num_prompts < 1:
+        raise DataError("PA-MLM aligns the CTR model with the PLM through prompts: prompt.num_prompts must be at least 1")
     _check_text(data_dir, config)
     _check_out(out_dir / PRETRAIN_FILE, overwrite)
-    launch(_pretrain_rank, config.distributed.nproc, config.distributed.backend, ClickPromptJob(data_dir, out_dir, config))
+    launch(_pretrain_rank, config.distributed, ClickPromptJob(data_dir, out_dir, config))
     return json.loads((out_dir / PRETRAIN_FILE).read_text())
 
 
@@ -59,8 +64,7 @@ def finetune_with_plm(data_dir: Path, pretrained: Path | None, out_dir: Path, co
     without PA-MLM), fresh heads; early stopping on validation AUC."""
     _check_text(data_dir, config)
     _check_out(out_dir / METRICS_FILE, overwrite)
-    launch(_finetune_rank, config.distributed.nproc, config.distributed.backend,
-           ClickPromptJob(data_dir, out_dir, config, pretrained))
+    launch(_finetune_rank, config.distributed, ClickPromptJob(data_dir, out_dir, config, pretrained))
     return json.loads((out_dir / METRICS_FILE).read_text())
 
 
@@ -85,21 +89,32 @@ def _check_out(path: Path, overwrite: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _build(meta: DatasetMeta, config: Config, rank: RankInfo, *, stage: str, plm_lr: float, embedding_lr: float):
+def build_clickprompt(fields: Sequence[FieldMeta], config: Config, rank: RankInfo, *, stage: str, plm_lr: float,
+                      embedding_lr: float) -> tuple[DistributedModelParallel, dict]:
+    """The ClickPrompt model with its tables sharded, set up for `stage` (pretrain | finetune), and
+    facts worth logging (generator and PLM sizes, whether the MLM head is fresh)."""
     torch.manual_seed(config.train.seed)
-    ctr = CTRModel(meta.fields, config.ctr, embedding_device="meta")
+    ctr = CTRModel(fields, config.ctr, embedding_device="meta", lookup_device=rank.table_device)
     masked_lm, fresh_head = load_masked_lm(config.prompt.plm, config.prompt.plm_layers)
     model = ClickPrompt(ctr, PromptedEncoder(masked_lm), config.prompt)
     if stage == "pretrain":
         prepare_for_pretraining(model)
     else:
         prepare_for_finetuning(model, plm_lr)
-    info = {"generator_parameters": model.generator.num_parameters, "plm_fresh_mlm_head": fresh_head,
+    info = {"generator_parameters": model.generator.num_parameters if model.generator is not None else 0, "plm_fresh_mlm_head": fresh_head,
             "plm_parameters": sum(p.numel() for p in model.plm_parameters())}
     return shard_and_initialize(model, config, rank, embedding_lr), info
 
 
-def _optimizer(model: torch.nn.Module, *, plm_lr: float, dense_lr: float, weight_decay: float) -> torch.optim.AdamW:
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast of the forward on a GPU (weights and optimizer states stay fp32); fp32 otherwise.
+    Without bf16 matrix units (most CPUs) bf16 would only be slower, so the CPU always runs fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and device.type == "cuda")
+
+
+def clickprompt_optimizer(model: torch.nn.Module, *, plm_lr: float, dense_lr: float, weight_decay: float) -> torch.optim.AdamW:
     """Two learning rates (PLM, CTR side) x two decays (none for biases, norms, the fusion weight)."""
     groups: dict[tuple[float, float], list] = {}
     for name, parameter in in_backward_optimizer_filter(model.named_parameters()):
@@ -111,34 +126,65 @@ def _optimizer(model: torch.nn.Module, *, plm_lr: float, dense_lr: float, weight
     return torch.optim.AdamW([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()])
 
 
+def pamlm_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, masker: TokenMasker, batch: Batch,
+               rank: RankInfo, precision: str) -> torch.Tensor:
+    """One PA-MLM step: mask the text, recover it under the row's prompts; returns the loss."""
+    masked, labels = masker(batch.input_ids)
+    batch = batch.to(rank.device)
+    with autocast(rank.device, precision):
+        loss = model(batch.ids, masked.to(rank.device), batch.attention_mask, mlm_labels=labels.to(rank.device))
+    optimizer.zero_grad()
+    loss.backward()  # the tables' row-wise Adagrad steps inside backward
+    optimizer.step()
+    return loss.detach()
+
+
+def click_logits(model: torch.nn.Module, batch: Batch, rank: RankInfo, precision: str) -> torch.Tensor:
+    batch = batch.to(rank.device)
+    with autocast(rank.device, precision):
+        return model(batch.ids, batch.input_ids, batch.attention_mask).float()
+
+
+def finetune_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, rank: RankInfo,
+                  precision: str) -> torch.Tensor:
+    """One finetuning step with the PLM on the fused click logit; returns the loss."""
+    loss = F.binary_cross_entropy_with_logits(click_logits(model, batch, rank, precision), batch.labels.to(rank.device))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def _pretrain_rank(rank: RankInfo, job: ClickPromptJob) -> None:
     config, settings = job.config, job.config.pretrain
     meta = DatasetMeta.load(job.data_dir)
-    model, info = _build(meta, config, rank, stage="pretrain", plm_lr=settings.plm_lr, embedding_lr=settings.embedding_lr)
-    optimizer = _optimizer(model, plm_lr=settings.plm_lr, dense_lr=settings.dense_lr, weight_decay=settings.weight_decay)
+    model, info = build_clickprompt(meta.fields, config, rank, stage="pretrain", plm_lr=settings.plm_lr,
+                                    embedding_lr=settings.embedding_lr)
+    optimizer = clickprompt_optimizer(model, plm_lr=settings.plm_lr, dense_lr=settings.dense_lr, weight_decay=settings.weight_decay)
     masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=config.train.seed * 1009 + rank.rank,
                          probability=settings.mask_probability)
     loader = SplitLoader(job.data_dir, ["train", "valid"], global_batch_size=settings.global_batch_size, rank=rank.rank,
                          world_size=rank.world_size, shuffle=True, seed=config.train.seed, drop_last=True, text=True)
-    history, started = [], time.perf_counter()
+    history, started, steps = [], time.perf_counter(), 0
     model.train()
     for epoch in range(settings.epochs):
         loader.set_epoch(epoch)
         losses = []
         for batch in tqdm(loader, desc=f"PA-MLM epoch {epoch}", leave=False, disable=None if rank.is_main else True):
-            batch = batch.to(rank.device)
-            masked, labels = masker(batch.input_ids)
-            loss = model(batch.ids, masked, batch.attention_mask, mlm_labels=labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
+            if settings.max_steps is not None and steps >= settings.max_steps:
+                break
+            losses.append(pamlm_step(model, optimizer, masker, batch, rank, config.train.precision))
+            steps += 1
+        if not losses:
+            break
         step_losses = global_step_losses(losses, rank)
-        history.append({"epoch": epoch, "mlm_loss": sum(step_losses) / len(step_losses), "step_losses": step_losses,
+        history.append({"epoch": epoch, "steps": len(losses), "rows": len(losses) * settings.global_batch_size,
+                        "mlm_loss": sum(step_losses) / len(step_losses), "step_losses": step_losses,
                         "seconds": time.perf_counter() - started})
     save_model(model, job.out_dir / CHECKPOINT_DIR, {"stage": "pretrain", "config": config.to_dict(), "dataset": meta.dataset})
     if rank.is_main:
-        summary = {"dataset": meta.dataset, "rows": loader.num_rows, "history": history, **info,
+        summary = {"dataset": meta.dataset, "rows": loader.num_rows, "rows_seen": sum(h["rows"] for h in history),
+                   "history": history, **info,
                    "train_seconds": time.perf_counter() - started, "world_size": rank.world_size,
                    "sharding": describe_plan(model), "config": config.to_dict()}
         write_json(job.out_dir / PRETRAIN_FILE, summary)
@@ -147,26 +193,19 @@ def _pretrain_rank(rank: RankInfo, job: ClickPromptJob) -> None:
 def _finetune_rank(rank: RankInfo, job: ClickPromptJob) -> None:
     config, settings = job.config, job.config.finetune
     meta = DatasetMeta.load(job.data_dir)
-    model, info = _build(meta, config, rank, stage="finetune", plm_lr=settings.plm_lr, embedding_lr=settings.embedding_lr)
+    model, info = build_clickprompt(meta.fields, config, rank, stage="finetune", plm_lr=settings.plm_lr,
+                                    embedding_lr=settings.embedding_lr)
     if job.pretrained is not None:
         load_model(model, job.pretrained / CHECKPOINT_DIR, keep=FINETUNE_HEADS)
-    optimizer = _optimizer(model, plm_lr=settings.plm_lr, dense_lr=settings.dense_lr, weight_decay=settings.weight_decay)
-
-    def score(batch: Batch) -> torch.Tensor:
-        batch = batch.to(rank.device)
-        return model(batch.ids, batch.input_ids, batch.attention_mask)
-
-    def step(batch: Batch) -> torch.Tensor:
-        loss = F.binary_cross_entropy_with_logits(score(batch), batch.labels.to(rank.device))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
+    optimizer = clickprompt_optimizer(model, plm_lr=settings.plm_lr, dense_lr=settings.dense_lr,
+                                      weight_decay=settings.weight_decay)
+    precision = config.train.precision
 
     per_rank = {"rank": rank.rank, "world_size": rank.world_size, "text": True}
     eval_batch = config.train.eval_batch_size
     run = Fit(
-        model=model, step=step, score=score,
+        model=model, step=lambda b: finetune_step(model, optimizer, b, rank, precision),
+        score=lambda b: click_logits(model, b, rank, precision),
         train=SplitLoader(job.data_dir, "train", global_batch_size=settings.global_batch_size, shuffle=True,
                           seed=config.train.seed, drop_last=True, **per_rank),
         valid=SplitLoader(job.data_dir, "valid", global_batch_size=eval_batch, **per_rank),

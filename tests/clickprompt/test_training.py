@@ -15,30 +15,9 @@ from cp_dist.ctr.model import CTRModel
 from cp_dist.data.errors import DataError
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
-from cp_dist.data.prepare import prepare
-from cp_dist.data.synth import synth
-from cp_dist.data.text import tokenize_splits
 from cp_dist.distributed.tables import load_model
-from cp_dist.plm.encoder import masked_lm_from_config
-from cp_dist.pretrained import load_tokenizer
 from cp_dist.training.clickprompt import finetune_with_plm, finetune_without_plm, pretrain
 from cp_dist.training.evaluate import predict
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    base = tmp_path_factory.mktemp("clickprompt")
-    plm = base / "tiny-bert"
-    tokenizer = load_tokenizer("minilm")
-    masked_lm_from_config("bert", vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                          num_attention_heads=4, intermediate_size=64).save_pretrained(plm)
-    tokenizer.save_pretrained(plm)
-    synth("ml-1m", 2500, base / "raw")
-    prepare("ml-1m", base / "raw", base / "data")
-    tokenize_splits(base / "data", str(plm), max_length=48)
-    settings = [f"prompt.plm={plm}", "prompt.max_length=48", "prompt.num_prompts=2", "ctr.mlp=[32]", "ctr.cross_layers=1",
-                "pretrain.global_batch_size=128", "finetune.global_batch_size=128", "finetune.epochs=1", "train.epochs=1"]
-    return base, settings
 
 
 def _tensors(path: Path, prefix: str) -> dict[str, np.ndarray]:

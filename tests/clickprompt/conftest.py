@@ -1,0 +1,30 @@
+"""A tiny ClickPrompt setting shared by the training tests: synthetic ML-1M rows and a random
+2-layer BERT that shares MiniLM's vocabulary, so the real tokenizer and masking run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cp_dist.data.prepare import prepare
+from cp_dist.data.synth import synth
+from cp_dist.data.text import tokenize_splits
+from cp_dist.plm.encoder import masked_lm_from_config
+from cp_dist.pretrained import load_tokenizer
+
+
+@pytest.fixture(scope="package")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    base = tmp_path_factory.mktemp("clickprompt")
+    plm = base / "tiny-bert"
+    tokenizer = load_tokenizer("minilm")
+    masked_lm_from_config("bert", vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=64).save_pretrained(plm)
+    tokenizer.save_pretrained(plm)
+    synth("ml-1m", 2500, base / "raw")
+    prepare("ml-1m", base / "raw", base / "data")
+    tokenize_splits(base / "data", str(plm), max_length=48)
+    settings = [f"prompt.plm={plm}", "prompt.max_length=48", "prompt.num_prompts=2", "ctr.mlp=[32]", "ctr.cross_layers=1",
+                "pretrain.global_batch_size=128", "finetune.global_batch_size=128", "finetune.epochs=1", "train.epochs=1"]
+    return base, settings
