@@ -27,8 +27,19 @@ def describe_machine() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            gpu = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1), "count": torch.cuda.device_count(),
+                   "cuda": torch.version.cuda}
+    except ImportError:
+        pass
     return {
         "hostname": platform.node(),
+        "gpu": gpu,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": cpu,

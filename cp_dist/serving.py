@@ -1,0 +1,145 @@
+"""Scoring raw feature dicts with a finished run, and exporting the CTR-only model.
+
+A request is a list of candidates, each a dict from field name to its raw value (the readable value
+of the prepared data, e.g. {"gender": "male", "movie_title": "Wag the Dog", ...}). Values go through
+the training vocabularies (unknown values -> index 0, the out-of-vocabulary row, as in training);
+a missing field is an error that names it. The served CTR model is the plain backbone with its
+tables as one nn.Embedding (DenseFieldEmbedding), so it runs and exports without TorchRec's kernels.
+With-PLM runs also render the row's text and tokenize it, which is part of their serving cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from cp_dist.clickprompt.model import ClickPrompt
+from cp_dist.ctr.embedding import DenseFieldEmbedding
+from cp_dist.ctr.model import CTRModel
+from cp_dist.data.errors import DataError
+from cp_dist.data.meta import VOCAB_FILE, DatasetMeta, FieldMeta
+from cp_dist.data.text import pad_token_lists, render_text
+from cp_dist.pretrained import load_tokenizer
+from cp_dist.training.runs import load_run
+
+Row = Mapping[str, object]
+
+
+class Vocabularies:
+    """Raw value -> vocabulary index for every field, vectorised with pyarrow."""
+
+    def __init__(self, fields: Sequence[FieldMeta], values: Mapping[str, pa.Array]):
+        self.fields = list(fields)
+        self._values = values  # field -> its values ordered by index; index 0 (OOV) is never matched
+
+    @classmethod
+    def load(cls, data_dir: Path, meta: DatasetMeta | None = None) -> Vocabularies:
+        meta = meta or DatasetMeta.load(data_dir)
+        table = pq.read_table(data_dir / VOCAB_FILE).sort_by([("field", "ascending"), ("index", "ascending")])
+        values = {}
+        for field in meta.fields:
+            rows = table.filter(pc.equal(table["field"], field.name))
+            values[field.name] = rows["value"].slice(1)  # index 0 is the OOV placeholder
+        return cls(meta.fields, values)
+
+    def columns(self, rows: Sequence[Row]) -> dict[str, list[str]]:
+        """Each field's raw values as strings, in row order; a missing field is an error."""
+        columns = {}
+        for field in self.fields:
+            try:
+                columns[field.name] = [str(row[field.name]) for row in rows]
+            except KeyError:
+                where = next(i for i, row in enumerate(rows) if field.name not in row)
+                raise DataError(
+                    f"candidate {where} has no field {field.name!r}; expected all of {', '.join(f.name for f in self.fields)}"
+                ) from None
+        return columns
+
+    def encode(self, columns: Mapping[str, list[str]]) -> np.ndarray:
+        """[B, F] int64 indices; values never seen in training map to 0."""
+        encoded = [
+            pc.fill_null(pc.add(pc.index_in(pa.array(columns[f.name], pa.string()), value_set=self._values[f.name]), 1), 0)
+            for f in self.fields
+        ]
+        return np.stack([column.to_numpy() for column in encoded], axis=1).astype(np.int64)
+
+
+def servable_ctr(model: CTRModel) -> CTRModel:
+    """The CTR model with its TorchRec tables replaced by one plain embedding (same numbers)."""
+    model.embedding = DenseFieldEmbedding.from_tables(model.embedding)
+    return model.eval()
+
+
+class Scorer:
+    """Click probabilities for raw candidates, from a train-ctr or finetune run."""
+
+    def __init__(self, model: nn.Module, vocabularies: Vocabularies, device: torch.device,
+                 tokenizer=None, max_length: int = 128):
+        self.model, self.vocabularies, self.device = model.to(device), vocabularies, device
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    @classmethod
+    def from_run(cls, run_dir: Path, data_dir: Path, device: torch.device | str = "cpu") -> Scorer:
+        meta = DatasetMeta.load(data_dir)
+        model, _, reads_text = load_run(run_dir, meta)
+        servable_ctr(model.ctr if isinstance(model, ClickPrompt) else model)
+        tokenizer = None
+        if reads_text:
+            if meta.tokenizer is None:
+                raise DataError(f"{data_dir}: a with-PLM run needs the tokenizer the data was tokenized with")
+            tokenizer = load_tokenizer(meta.tokenizer["name"])
+        max_length = meta.tokenizer["max_length"] if meta.tokenizer else 128
+        return cls(model, Vocabularies.load(data_dir, meta), torch.device(device), tokenizer, max_length)
+
+    @property
+    def reads_text(self) -> bool:
+        return self.tokenizer is not None
+
+    def inputs(self, rows: Sequence[Row]) -> tuple[torch.Tensor, ...]:
+        """The model's inputs for a request: ids, and for a with-PLM model token ids and mask."""
+        columns = self.vocabularies.columns(rows)
+        ids = torch.from_numpy(self.vocabularies.encode(columns)).to(self.device)
+        if not self.reads_text:
+            return (ids,)
+        table = pa.table({f.text_column: columns[f.name] for f in self.vocabularies.fields})
+        texts = render_text(table, self.vocabularies.fields).to_pylist()
+        tokens = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        input_ids, mask = pad_token_lists(pa.array(tokens), self.tokenizer.pad_token_id or 0)
+        return ids, torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device)
+
+    @torch.no_grad()
+    def score(self, rows: Sequence[Row]) -> np.ndarray:
+        if not rows:
+            return np.zeros(0, dtype=np.float32)
+        return torch.sigmoid(self.model(*self.inputs(rows))).float().cpu().numpy()
+
+
+class _Probability(nn.Module):
+    def __init__(self, model: CTRModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(ids))
+
+
+def export_ctr(scorer: Scorer, path: Path) -> Path:
+    """Writes the CTR-only model ([B, F] int64 ids -> [B] probabilities, any B) as a torch.export
+    program; torch.export.load(path).module() scores without cp_dist, TorchRec or Python code of ours."""
+    if scorer.reads_text:
+        raise DataError("only CTR-only runs (train-ctr, finetune --without-plm) export; a with-PLM model needs the PLM")
+    example = torch.zeros(2, len(scorer.vocabularies.fields), dtype=torch.int64, device=scorer.device)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    program = torch.export.export(_Probability(scorer.model), (example,), dynamic_shapes=({0: batch},))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    torch.export.save(program, staging)
+    staging.replace(path)
+    return path

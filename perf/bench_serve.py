@@ -1,0 +1,198 @@
+"""Inference latency, end to end from raw candidates: CTR-only models against ClickPrompt with its PLM.
+
+One request = a list of candidates, each a dict of raw field values taken from ML-100K's test
+split. A request's time covers what serving really does: vocabulary lookup (pyarrow), and for the
+with-PLM model the text template and tokenization, then the forward pass and the copy of the scores
+back to the host. Cases, all measured in this run one after the other:
+
+- dcnv2: the raw DCNv2 backbone (the served CTR model: tables as one nn.Embedding);
+- clickprompt-no-plm: ClickPrompt's CTR part, which is what ClickPrompt without the PLM serves;
+- clickprompt+<encoder>: ClickPrompt with the PLM (MiniLM; random-weight RoBERTa-base/-large);
+- each in eager mode and one optimised mode: torch.compile for the CTR models (CUDA graphs on a GPU),
+  bf16 autocast for the PLM models on a GPU (the CPU has no bf16 units, so there it is skipped).
+
+Weights are random (latency does not depend on them); RoBERTa configurations use MiniLM's tokenizer,
+whose cost is of the same order. Each case runs until --requests requests or --seconds seconds.
+
+    python perf/bench_serve.py                                   # CPU: MiniLM only
+    python perf/bench_serve.py --encoders minilm random:roberta-base random:roberta-large   # GPU
+
+Prints a table and writes perf/results/serve_<device>.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
+
+from cp_dist.clickprompt.model import ClickPrompt  # noqa: E402
+from cp_dist.config import load_config  # noqa: E402
+from cp_dist.ctr.model import CTRModel  # noqa: E402
+from cp_dist.data.fetch import cache_root  # noqa: E402
+from cp_dist.data.meta import DatasetMeta  # noqa: E402
+from cp_dist.io import atomic_file, write_json  # noqa: E402
+from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm  # noqa: E402
+from cp_dist.pretrained import load_tokenizer  # noqa: E402
+from cp_dist.serving import Scorer, Vocabularies, servable_ctr  # noqa: E402
+
+
+def _candidates(data: Path, meta: DatasetMeta, count: int) -> list[dict]:
+    table = pq.read_table(data / "test.parquet", columns=[f.text_column for f in meta.fields]).slice(0, count)
+    return [{f.name: row[f.text_column] for f in meta.fields} for row in table.to_pylist()]
+
+
+def _latencies(scorer: Scorer, requests: list[list[dict]], budget_s: float) -> list[float]:
+    scorer.score(requests[0])  # warm-up (and compilation, where there is one)
+    scorer.score(requests[1 % len(requests)])
+    times, started = [], time.perf_counter()
+    for request in requests:
+        start = time.perf_counter()
+        scorer.score(request)  # ends with the scores on the host, so GPU work is included
+        times.append(time.perf_counter() - start)
+        if time.perf_counter() - started > budget_s and len(times) >= 5:
+            break
+    return times
+
+
+class _Autocast(torch.nn.Module):
+    """A with-PLM model under bf16 autocast (fp32 weights)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.model, self.device_type = model, device.type
+
+    def forward(self, *inputs):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.model(*inputs).float()
+
+
+def _models(args, meta: DatasetMeta, device: torch.device):
+    """(case, mode, model, reads text) for every case of this run."""
+    config = load_config("ml-100k", [f"prompt.num_prompts={args.prompts}"])
+    torch.manual_seed(0)
+    dcnv2 = servable_ctr(CTRModel(meta.fields, config.ctr)).to(device)
+    yield "dcnv2", "eager", dcnv2, False
+    for encoder in args.encoders:
+        prompted = ClickPrompt(CTRModel(meta.fields, config.ctr), PromptedEncoder(load_masked_lm(encoder)[0]), config.prompt)
+        servable_ctr(prompted.ctr)
+        prompted = prompted.eval().to(device)
+        if encoder == args.encoders[0]:
+            yield "clickprompt-no-plm", "eager", prompted.ctr, False
+            compile_mode = "reduce-overhead" if device.type == "cuda" else None
+            yield "dcnv2", "compiled", torch.compile(dcnv2, mode=compile_mode, dynamic=False), False
+            yield "clickprompt-no-plm", "compiled", torch.compile(prompted.ctr, mode=compile_mode, dynamic=False), False
+        yield f"clickprompt+{encoder}", "eager", prompted, True
+        if device.type == "cuda":
+            yield f"clickprompt+{encoder}", "bf16", _Autocast(prompted, device), True
+        del prompted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="prepared ML-100K (default: CACHE/prepared/ml-100k; `cp-dist data fetch ml-100k`)")
+    parser.add_argument("--encoders", nargs="+", default=["minilm"], help="PLMs of the with-PLM cases")
+    parser.add_argument("--tokenizer", default="minilm", help="tokenizer of every with-PLM case")
+    parser.add_argument("--candidates", nargs="+", type=int, default=[1, 64, 1024])
+    parser.add_argument("--requests", type=int, default=300, help="requests per case at most")
+    parser.add_argument("--seconds", type=float, default=10.0, help="time per case at most (at least 5 requests)")
+    parser.add_argument("--prompts", type=int, default=5)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--results", type=Path, default=Path("perf/results"))
+    args = parser.parse_args()
+
+    data = args.data or cache_root() / "prepared" / "ml-100k"
+    meta = DatasetMeta.load(data)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_grad_enabled(False)
+    vocabularies, tokenizer = Vocabularies.load(data, meta), load_tokenizer(args.tokenizer)
+    pool = _candidates(data, meta, max(args.candidates) * 8)
+    rows = []
+    for case, mode, model, reads_text in _models(args, meta, device):
+        scorer = Scorer(model, vocabularies, device, tokenizer if reads_text else None, args.max_length)
+        for count in args.candidates:
+            requests = [[pool[(r * count + i) % len(pool)] for i in range(count)] for r in range(args.requests)]
+            times = _latencies(scorer, requests, args.seconds)
+            row = {"case": case, "mode": mode, "candidates": count, "requests": len(times),
+                   "p50_ms": 1e3 * float(np.percentile(times, 50)), "p99_ms": 1e3 * float(np.percentile(times, 99)),
+                   "candidates_per_second": count / statistics.mean(times)}
+            rows.append(row)
+            print(f"  {case:<30}{mode:<10}{count:>6} candidates  p50 {row['p50_ms']:9.3f} ms  p99 {row['p99_ms']:9.3f} ms"
+                  f"  ({row['requests']} requests)", flush=True)
+        del scorer, model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    _ratios(rows)
+    result = {"benchmark": "serve_latency", "device": device.type, "prompts": args.prompts, "max_length": args.max_length,
+              "tokenizer": args.tokenizer, "data": str(data), "rows": rows, "machine": describe_machine(),
+              "command": " ".join(sys.argv)}
+    stem = args.results / f"serve_{device.type}"
+    write_json(stem.with_suffix(".json"), result)
+    summary = _summary(result)
+    with atomic_file(stem.with_suffix(".md")) as tmp:
+        tmp.write_text(summary)
+    _plot(rows, stem.with_suffix(".png"), device.type)
+    print("\n" + summary + f"\nwrote {stem}.json, .md and .png")
+
+
+def _ratios(rows: list[dict]) -> None:
+    """p50 ratios against raw DCNv2 in the same mode (eager or compiled), or eager DCNv2 for PLM modes."""
+    base = {(r["mode"], r["candidates"]): r["p50_ms"] for r in rows if r["case"] == "dcnv2"}
+    for row in rows:
+        reference = base.get((row["mode"], row["candidates"]), base[("eager", row["candidates"])])
+        row["p50_vs_dcnv2"] = row["p50_ms"] / reference
+
+
+def _summary(result: dict) -> str:
+    machine = result["machine"]
+    where = machine["gpu"]["name"] if machine.get("gpu") else f"{machine['cpu']} ({machine['cpu_count']} cores)"
+    lines = [
+        f"Serving latency on {where}, end to end from raw candidates ({result['max_length']} text tokens at most, "
+        f"{result['prompts']} prompts per layer). 'vs DCNv2': p50 over raw DCNv2's p50 in the same mode "
+        "(eager DCNv2 for the PLM modes).",
+        "",
+        "| case | mode | candidates | p50 ms | p99 ms | candidates/s | vs DCNv2 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['case']} | {r['mode']} | {r['candidates']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+        f"{r['candidates_per_second']:,.0f} | {r['p50_vs_dcnv2']:.2f} |"
+        for r in result["rows"]
+    ]
+    lines += ["", f"Command: `{result['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict], path: Path, device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for key in dict.fromkeys((r["case"], r["mode"]) for r in rows):
+        points = [r for r in rows if (r["case"], r["mode"]) == key]
+        axis.plot([r["candidates"] for r in points], [r["p99_ms"] for r in points], marker="o", label=" / ".join(key))
+    axis.set(xscale="log", yscale="log", xlabel="candidates per request", ylabel="p99 latency (ms)",
+             title=f"End-to-end serving latency ({device})")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    staging = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(staging, dpi=120)
+    staging.replace(path)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Scoring raw candidates: the same scores as the training-time model, an export that matches, and
+the two kinds of bad input (unknown values, missing fields)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from cp_dist.config import load_config
+from cp_dist.data.errors import DataError
+from cp_dist.data.loader import SplitLoader
+from cp_dist.data.meta import DatasetMeta
+from cp_dist.serving import Scorer, export_ctr
+from cp_dist.training.clickprompt import finetune_with_plm, finetune_without_plm, pretrain
+from cp_dist.training.evaluate import predict
+from cp_dist.training.runs import load_run
+
+
+@pytest.fixture(scope="module")
+def runs(setup, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base, settings = setup
+    out = tmp_path_factory.mktemp("serving")
+    config = load_config("ml-1m", [*settings, "pretrain.max_steps=4"])
+    pretrain(base / "data", out / "pre", config)
+    finetune_without_plm(base / "data", out / "pre", out / "ctr", config)
+    finetune_with_plm(base / "data", out / "pre", out / "plm", config)
+    return {"data": base / "data", "ctr": out / "ctr", "plm": out / "plm"}
+
+
+def _candidates(data: Path, count: int) -> list[dict]:
+    """The test split's first rows as a client would send them: field -> readable value."""
+    meta = DatasetMeta.load(data)
+    table = pq.read_table(data / "test.parquet").slice(0, count)
+    return [{f.name: row[f.text_column] for f in meta.fields} for row in table.to_pylist()]
+
+
+@pytest.mark.parametrize("run", ["ctr", "plm"])
+def test_scores_match_the_training_time_model(runs, run: str) -> None:
+    data, meta = runs["data"], DatasetMeta.load(runs["data"])
+    _, score, text = load_run(runs[run], meta)
+    expected = predict(score, SplitLoader(data, "test", global_batch_size=4096, text=text))[:300]
+    scores = Scorer.from_run(runs[run], data).score(_candidates(data, 300))
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+
+
+def test_exported_model_matches(runs, tmp_path: Path) -> None:
+    scorer = Scorer.from_run(runs["ctr"], runs["data"])
+    rows = _candidates(runs["data"], 257)
+    path = export_ctr(scorer, tmp_path / "dcnv2.pt2")
+    assert not list(tmp_path.glob(".*")), "no staging file left behind"
+    exported = torch.export.load(path).module()
+    (ids,) = scorer.inputs(rows)
+    with torch.no_grad():
+        np.testing.assert_allclose(exported(ids).numpy(), scorer.score(rows), atol=1e-6)
+        np.testing.assert_allclose(exported(ids[:1]).numpy(), scorer.score(rows[:1]), atol=1e-6)  # any batch size
+
+
+def test_with_plm_runs_do_not_export(runs, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="only CTR-only runs"):
+        export_ctr(Scorer.from_run(runs["plm"], runs["data"]), tmp_path / "plm.pt2")
+
+
+def test_unknown_values_score_as_out_of_vocabulary(runs) -> None:
+    scorer = Scorer.from_run(runs["ctr"], runs["data"])
+    (row,) = _candidates(runs["data"], 1)
+    field = scorer.vocabularies.fields[0].name
+    unseen = {**row, field: "a value never seen in training"}
+    (ids,) = scorer.inputs([row, unseen])
+    assert ids[0, 0] > 0 and ids[1, 0] == 0 and torch.equal(ids[0, 1:], ids[1, 1:])
+    with torch.no_grad():
+        expected = torch.sigmoid(scorer.model(ids)).numpy()
+    np.testing.assert_allclose(scorer.score([row, unseen]), expected, atol=1e-7)
+
+
+def test_missing_field_is_named(runs) -> None:
+    scorer = Scorer.from_run(runs["ctr"], runs["data"])
+    rows = _candidates(runs["data"], 3)
+    field = scorer.vocabularies.fields[2].name
+    del rows[1][field]
+    with pytest.raises(DataError, match=f"candidate 1 has no field '{field}'"):
+        scorer.score(rows)
