@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test bench-prepare bench-ctr-train clean
+.PHONY: install run test bench-prepare bench-ctr-train bench-train bench-serve clean
 
 install: $(STAMP)
 
@@ -34,6 +34,14 @@ bench-prepare: install
 ## DCNv2 training samples/s: 1 process against 2 sharded processes (~2 min).
 bench-ctr-train: install
 	$(PY) perf/bench_ctr_train.py --steps 150
+
+## Training samples/s: CTR-only against PA-MLM and finetuning with MiniLM (2 and 6 layers) (~6 min).
+bench-train: install
+	$(PY) perf/bench_train.py
+
+## Serving latency from raw candidates: DCNv2, ClickPrompt without / with MiniLM (~5 min; needs `make run` data).
+bench-serve: install
+	$(PY) perf/bench_serve.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch import nn
@@ -33,42 +32,45 @@ Row = Mapping[str, object]
 
 
 class Vocabularies:
-    """Raw value -> vocabulary index for every field, vectorised with pyarrow."""
+    """Raw value -> vocabulary index for every field. Plain dicts: a request's few thousand lookups
+    cost less through them than through any columnar call (perf/bench_serve.py's 'inputs' column)."""
 
-    def __init__(self, fields: Sequence[FieldMeta], values: Mapping[str, pa.Array]):
+    def __init__(self, fields: Sequence[FieldMeta], indices: Mapping[str, Mapping[str, int]]):
         self.fields = list(fields)
-        self._values = values  # field -> its values ordered by index; index 0 (OOV) is never matched
+        self._indices = indices  # field -> {value: index}; index 0 (OOV) is what no value maps to
 
     @classmethod
     def load(cls, data_dir: Path, meta: DatasetMeta | None = None) -> Vocabularies:
         meta = meta or DatasetMeta.load(data_dir)
-        table = pq.read_table(data_dir / VOCAB_FILE).sort_by([("field", "ascending"), ("index", "ascending")])
-        values = {}
-        for field in meta.fields:
-            rows = table.filter(pc.equal(table["field"], field.name))
-            values[field.name] = rows["value"].slice(1)  # index 0 is the OOV placeholder
-        return cls(meta.fields, values)
+        table = pq.read_table(data_dir / VOCAB_FILE, columns=["field", "index", "value"])
+        indices: dict[str, dict[str, int]] = {f.name: {} for f in meta.fields}
+        for field, index, value in zip(*(table[c].to_pylist() for c in ("field", "index", "value"))):
+            if index > 0 and field in indices:
+                indices[field][value] = index
+        return cls(meta.fields, indices)
 
-    def columns(self, rows: Sequence[Row]) -> dict[str, list[str]]:
-        """Each field's raw values as strings, in row order; a missing field is an error."""
-        columns = {}
-        for field in self.fields:
+    def _missing(self, rows: Sequence[Row], field: str) -> DataError:
+        where = next(i for i, row in enumerate(rows) if field not in row)
+        expected = ", ".join(f.name for f in self.fields)
+        return DataError(f"candidate {where} has no field {field!r}; expected all of {expected}")
+
+    def encode(self, rows: Sequence[Row]) -> np.ndarray:
+        """[B, F] int64 indices; values never seen in training map to 0. Values compare as strings."""
+        ids = np.empty((len(rows), len(self.fields)), dtype=np.int64)
+        for column, field in enumerate(self.fields):
+            index, name = self._indices[field.name], field.name
             try:
-                columns[field.name] = [str(row[field.name]) for row in rows]
+                ids[:, column] = [index.get(str(row[name]), 0) for row in rows]
             except KeyError:
-                where = next(i for i, row in enumerate(rows) if field.name not in row)
-                raise DataError(
-                    f"candidate {where} has no field {field.name!r}; expected all of {', '.join(f.name for f in self.fields)}"
-                ) from None
-        return columns
+                raise self._missing(rows, name) from None
+        return ids
 
-    def encode(self, columns: Mapping[str, list[str]]) -> np.ndarray:
-        """[B, F] int64 indices; values never seen in training map to 0."""
-        encoded = [
-            pc.fill_null(pc.add(pc.index_in(pa.array(columns[f.name], pa.string()), value_set=self._values[f.name]), 1), 0)
-            for f in self.fields
-        ]
-        return np.stack([column.to_numpy() for column in encoded], axis=1).astype(np.int64)
+    def text_columns(self, rows: Sequence[Row]) -> pa.Table:
+        """The rows' readable values as the text template's columns."""
+        try:
+            return pa.table({f.text_column: [str(row[f.name]) for row in rows] for f in self.fields})
+        except KeyError as err:
+            raise self._missing(rows, err.args[0]) from None
 
 
 def servable_ctr(model: CTRModel) -> CTRModel:
@@ -104,21 +106,23 @@ class Scorer:
 
     def inputs(self, rows: Sequence[Row]) -> tuple[torch.Tensor, ...]:
         """The model's inputs for a request: ids, and for a with-PLM model token ids and mask."""
-        columns = self.vocabularies.columns(rows)
-        ids = torch.from_numpy(self.vocabularies.encode(columns)).to(self.device)
+        ids = torch.from_numpy(self.vocabularies.encode(rows)).to(self.device)
         if not self.reads_text:
             return (ids,)
-        table = pa.table({f.text_column: columns[f.name] for f in self.vocabularies.fields})
-        texts = render_text(table, self.vocabularies.fields).to_pylist()
+        texts = render_text(self.vocabularies.text_columns(rows), self.vocabularies.fields).to_pylist()
         tokens = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         input_ids, mask = pad_token_lists(pa.array(tokens), self.tokenizer.pad_token_id or 0)
         return ids, torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device)
 
     @torch.no_grad()
+    def probabilities(self, *inputs: torch.Tensor) -> np.ndarray:
+        """The model's click probabilities for prepared inputs, back on the host."""
+        return torch.sigmoid(self.model(*inputs)).float().cpu().numpy()
+
     def score(self, rows: Sequence[Row]) -> np.ndarray:
         if not rows:
             return np.zeros(0, dtype=np.float32)
-        return torch.sigmoid(self.model(*self.inputs(rows))).float().cpu().numpy()
+        return self.probabilities(*self.inputs(rows))
 
 
 class _Probability(nn.Module):

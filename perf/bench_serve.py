@@ -12,7 +12,9 @@ back to the host. Cases, all measured in this run one after the other:
   bf16 autocast for the PLM models on a GPU (the CPU has no bf16 units, so there it is skipped).
 
 Weights are random (latency does not depend on them); RoBERTa configurations use MiniLM's tokenizer,
-whose cost is of the same order. Each case runs until --requests requests or --seconds seconds.
+whose cost is of the same order. Each case runs until --requests requests or --seconds seconds; the
+four CTR-only cases take turns request by request. Every row also reports the host-side part of a
+request (vocabulary lookup; text and tokens for the PLM).
 
     python perf/bench_serve.py                                   # CPU: MiniLM only
     python perf/bench_serve.py --encoders minilm random:roberta-base random:roberta-large   # GPU
@@ -41,7 +43,7 @@ from cp_dist.ctr.model import CTRModel  # noqa: E402
 from cp_dist.data.fetch import cache_root  # noqa: E402
 from cp_dist.data.meta import DatasetMeta  # noqa: E402
 from cp_dist.io import atomic_file, write_json  # noqa: E402
-from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm  # noqa: E402
+from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm, masked_lm_from_config  # noqa: E402
 from cp_dist.pretrained import load_tokenizer  # noqa: E402
 from cp_dist.serving import Scorer, Vocabularies, servable_ctr  # noqa: E402
 
@@ -51,15 +53,25 @@ def _candidates(data: Path, meta: DatasetMeta, count: int) -> list[dict]:
     return [{f.name: row[f.text_column] for f in meta.fields} for row in table.to_pylist()]
 
 
-def _latencies(scorer: Scorer, requests: list[list[dict]], budget_s: float) -> list[float]:
-    scorer.score(requests[0])  # warm-up (and compilation, where there is one)
-    scorer.score(requests[1 % len(requests)])
-    times, started = [], time.perf_counter()
-    for request in requests:
-        start = time.perf_counter()
-        scorer.score(request)  # ends with the scores on the host, so GPU work is included
-        times.append(time.perf_counter() - start)
-        if time.perf_counter() - started > budget_s and len(times) >= 5:
+def _measure(scorers: dict[tuple[str, str], Scorer], requests: list[list[dict]], budget_s: float) -> dict:
+    """Per case: (request seconds, of which host-side input preparation). Cases measured together
+    take turns request by request, in reversed order every other request, so that neither drift on
+    a shared machine nor going first favours one of them."""
+    for scorer in scorers.values():  # warm-up (and compilation, where there is one)
+        for request in requests[:2]:
+            scorer.score(request)
+    times = {key: ([], []) for key in scorers}
+    started = time.perf_counter()
+    for number, request in enumerate(requests):
+        for key, scorer in list(scorers.items())[:: 1 if number % 2 == 0 else -1]:
+            start = time.perf_counter()
+            inputs = scorer.inputs(request)
+            prepared = time.perf_counter()
+            scorer.probabilities(*inputs)  # ends with the scores on the host, so GPU work is included
+            end = time.perf_counter()
+            times[key][0].append(end - start)
+            times[key][1].append(prepared - start)
+        if time.perf_counter() - started > budget_s * len(scorers) and len(times[key][0]) >= 5:
             break
     return times
 
@@ -76,24 +88,31 @@ class _Autocast(torch.nn.Module):
             return self.model(*inputs).float()
 
 
-def _models(args, meta: DatasetMeta, device: torch.device):
-    """(case, mode, model, reads text) for every case of this run."""
-    config = load_config("ml-100k", [f"prompt.num_prompts={args.prompts}"])
+def _ctr_models(meta: DatasetMeta, config, device: torch.device) -> dict[tuple[str, str], torch.nn.Module]:
+    """Raw DCNv2 and ClickPrompt's served CTR-only model: the same network (other weights), built
+    before any language model is loaded so that neither runs in a different process state."""
     torch.manual_seed(0)
     dcnv2 = servable_ctr(CTRModel(meta.fields, config.ctr)).to(device)
-    yield "dcnv2", "eager", dcnv2, False
-    for encoder in args.encoders:
+    tiny_plm = masked_lm_from_config("bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    prompted = ClickPrompt(CTRModel(meta.fields, config.ctr), PromptedEncoder(tiny_plm), config.prompt)  # PLM unused here
+    no_plm = servable_ctr(prompted.ctr).to(device)  # what `finetune --without-plm` serves
+    del prompted
+    mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs on a GPU
+    return {("dcnv2", "eager"): dcnv2, ("clickprompt-no-plm", "eager"): no_plm,
+            ("dcnv2", "compiled"): torch.compile(dcnv2, mode=mode, dynamic=False),
+            ("clickprompt-no-plm", "compiled"): torch.compile(no_plm, mode=mode, dynamic=False)}
+
+
+def _plm_models(encoders: list[str], meta: DatasetMeta, config, device: torch.device):
+    """(case, mode, ClickPrompt with the PLM) per encoder: eager, and bf16 autocast on a GPU."""
+    for encoder in encoders:
+        torch.manual_seed(0)
         prompted = ClickPrompt(CTRModel(meta.fields, config.ctr), PromptedEncoder(load_masked_lm(encoder)[0]), config.prompt)
         servable_ctr(prompted.ctr)
         prompted = prompted.eval().to(device)
-        if encoder == args.encoders[0]:
-            yield "clickprompt-no-plm", "eager", prompted.ctr, False
-            compile_mode = "reduce-overhead" if device.type == "cuda" else None
-            yield "dcnv2", "compiled", torch.compile(dcnv2, mode=compile_mode, dynamic=False), False
-            yield "clickprompt-no-plm", "compiled", torch.compile(prompted.ctr, mode=compile_mode, dynamic=False), False
-        yield f"clickprompt+{encoder}", "eager", prompted, True
+        yield f"clickprompt+{encoder}", "eager", prompted
         if device.type == "cuda":
-            yield f"clickprompt+{encoder}", "bf16", _Autocast(prompted, device), True
+            yield f"clickprompt+{encoder}", "bf16", _Autocast(prompted, device)
         del prompted
 
 
@@ -116,19 +135,25 @@ def main() -> None:
     torch.set_grad_enabled(False)
     vocabularies, tokenizer = Vocabularies.load(data, meta), load_tokenizer(args.tokenizer)
     pool = _candidates(data, meta, max(args.candidates) * 8)
+    config = load_config("ml-100k", [f"prompt.num_prompts={args.prompts}"])
     rows = []
-    for case, mode, model, reads_text in _models(args, meta, device):
-        scorer = Scorer(model, vocabularies, device, tokenizer if reads_text else None, args.max_length)
+
+    def measure(scorers: dict[tuple[str, str], Scorer]) -> None:
         for count in args.candidates:
             requests = [[pool[(r * count + i) % len(pool)] for i in range(count)] for r in range(args.requests)]
-            times = _latencies(scorer, requests, args.seconds)
-            row = {"case": case, "mode": mode, "candidates": count, "requests": len(times),
-                   "p50_ms": 1e3 * float(np.percentile(times, 50)), "p99_ms": 1e3 * float(np.percentile(times, 99)),
-                   "candidates_per_second": count / statistics.mean(times)}
-            rows.append(row)
-            print(f"  {case:<30}{mode:<10}{count:>6} candidates  p50 {row['p50_ms']:9.3f} ms  p99 {row['p99_ms']:9.3f} ms"
-                  f"  ({row['requests']} requests)", flush=True)
-        del scorer, model
+            for (case, mode), (times, host) in _measure(scorers, requests, args.seconds).items():
+                row = {"case": case, "mode": mode, "candidates": count, "requests": len(times),
+                       "p50_ms": 1e3 * float(np.percentile(times, 50)), "p99_ms": 1e3 * float(np.percentile(times, 99)),
+                       "inputs_p50_ms": 1e3 * float(np.percentile(host, 50)),
+                       "candidates_per_second": count / statistics.mean(times)}
+                rows.append(row)
+                print(f"  {case:<32}{mode:<10}{count:>6} candidates  p50 {row['p50_ms']:9.3f} ms  p99 {row['p99_ms']:9.3f} ms"
+                      f"  (inputs {row['inputs_p50_ms']:.3f} ms; {row['requests']} requests)", flush=True)
+
+    measure({key: Scorer(model, vocabularies, device) for key, model in _ctr_models(meta, config, device).items()})
+    for case, mode, model in _plm_models(args.encoders, meta, config, device):
+        measure({(case, mode): Scorer(model, vocabularies, device, tokenizer, args.max_length)})
+        del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -158,14 +183,15 @@ def _summary(result: dict) -> str:
     where = machine["gpu"]["name"] if machine.get("gpu") else f"{machine['cpu']} ({machine['cpu_count']} cores)"
     lines = [
         f"Serving latency on {where}, end to end from raw candidates ({result['max_length']} text tokens at most, "
-        f"{result['prompts']} prompts per layer). 'vs DCNv2': p50 over raw DCNv2's p50 in the same mode "
-        "(eager DCNv2 for the PLM modes).",
+        f"{result['prompts']} prompts per layer). 'inputs': the host-side part (vocabulary lookup; text and "
+        "tokens for the PLM). 'vs DCNv2': p50 over raw DCNv2's p50 in the same mode (eager DCNv2 for the PLM modes); "
+        "the CTR-only cases took turns request by request.",
         "",
-        "| case | mode | candidates | p50 ms | p99 ms | candidates/s | vs DCNv2 |",
-        "|---|---|---|---|---|---|---|",
+        "| case | mode | candidates | p50 ms | p99 ms | inputs p50 ms | candidates/s | vs DCNv2 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['case']} | {r['mode']} | {r['candidates']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+        f"| {r['case']} | {r['mode']} | {r['candidates']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['inputs_p50_ms']:.3f} | "
         f"{r['candidates_per_second']:,.0f} | {r['p50_vs_dcnv2']:.2f} |"
         for r in result["rows"]
     ]

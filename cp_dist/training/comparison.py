@@ -129,22 +129,30 @@ def format_comparison(payload: dict) -> str:
     config = payload["config"]
     prompt = config["prompt"]
     seeds = payload["rows"][0]["seeds"]
+    pretraining = config["pretrain"]
+    steps = f", at most {pretraining['max_steps']} steps" if pretraining.get("max_steps") else ""
     lines = [
         f"Test AUC / LogLoss, mean ± std over seeds {', '.join(map(str, seeds))}; baseline {payload['baseline']}; "
         f"PLM {prompt['plm']} ({prompt['plm_layers'] or 'all'} layers, max_length {prompt['max_length']}, "
-        f"{prompt['num_prompts']} prompts per layer), PA-MLM {config['pretrain']['epochs']} epoch(s).",
-        "p: paired t-test of the test AUC against the baseline across seeds (two-sided).",
+        f"{prompt['num_prompts']} prompts per layer); PA-MLM {pretraining['epochs']} epoch(s){steps} at batch "
+        f"{pretraining['global_batch_size']}; finetuning with the PLM up to {config['finetune']['epochs']} epoch(s), "
+        f"PLM lr {config['finetune']['plm_lr']:g}; precision {config['train']['precision']}.",
+        "p: paired t-test of the test AUC against the baseline across seeds (two-sided). seconds: training, "
+        "including the PA-MLM run the variant starts from.",
         "",
         "| variant | test AUC | test LogLoss | rel. AUC change | p | a (CTR weight) | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
+    def spread(mean: float, std: float) -> str:
+        return f"{mean:.4f} ± {std:.4f}" if len(seeds) > 1 else f"{mean:.4f}"
+
     for row in payload["rows"]:
         p_value = f"{row['p_value']:.3f}" if "p_value" in row else "–"
         weights = [w for w in row["fusion_weight"] if w is not None]
         fusion = f"{statistics.mean(weights):.3f}" if weights else "–"
         lines.append(
-            f"| {row['variant']} | {row['test_auc_mean']:.4f} ± {row['test_auc_std']:.4f} | "
-            f"{row['test_logloss_mean']:.4f} ± {row['test_logloss_std']:.4f} | {100 * row['relative_auc_change_mean']:+.2f}% | "
+            f"| {row['variant']} | {spread(row['test_auc_mean'], row['test_auc_std'])} | "
+            f"{spread(row['test_logloss_mean'], row['test_logloss_std'])} | {100 * row['relative_auc_change_mean']:+.2f}% | "
             f"{p_value} | {fusion} | {statistics.mean(row['seconds']):.0f} |"
         )
     return "\n".join(lines) + "\n"
