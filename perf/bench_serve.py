@@ -36,13 +36,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
+from report import new_figure, save_figure, write_markdown  # noqa: E402
 
 from cp_dist.clickprompt.model import ClickPrompt  # noqa: E402
 from cp_dist.config import load_config  # noqa: E402
 from cp_dist.ctr.model import CTRModel  # noqa: E402
 from cp_dist.data.fetch import cache_root  # noqa: E402
 from cp_dist.data.meta import DatasetMeta  # noqa: E402
-from cp_dist.io import atomic_file, write_json  # noqa: E402
+from cp_dist.io import write_json  # noqa: E402
 from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm, masked_lm_from_config  # noqa: E402
 from cp_dist.pretrained import load_tokenizer  # noqa: E402
 from cp_dist.serving import Scorer, Vocabularies, servable_ctr  # noqa: E402
@@ -164,8 +165,7 @@ def main() -> None:
     stem = args.results / f"serve_{device.type}"
     write_json(stem.with_suffix(".json"), result)
     summary = _summary(result)
-    with atomic_file(stem.with_suffix(".md")) as tmp:
-        tmp.write_text(summary)
+    write_markdown(stem.with_suffix(".md"), summary)
     _plot(rows, stem.with_suffix(".png"), device.type)
     print("\n" + summary + f"\nwrote {stem}.json, .md and .png")
 
@@ -200,12 +200,7 @@ def _summary(result: dict) -> str:
 
 
 def _plot(rows: list[dict], path: Path, device: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure, axis = new_figure()
     for key in dict.fromkeys((r["case"], r["mode"]) for r in rows):
         points = [r for r in rows if (r["case"], r["mode"]) == key]
         axis.plot([r["candidates"] for r in points], [r["p99_ms"] for r in points], marker="o", label=" / ".join(key))
@@ -213,11 +208,7 @@ def _plot(rows: list[dict], path: Path, device: str) -> None:
              title=f"End-to-end serving latency ({device})")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    staging = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(staging, dpi=120)
-    staging.replace(path)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 if __name__ == "__main__":

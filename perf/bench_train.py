@@ -12,7 +12,7 @@ tokenizer (--tokenizer) for every encoder (its ids are valid in RoBERTa's larger
     python perf/bench_train.py --encoders minilm random:roberta-base random:roberta-large \\
         --precision bf16 --set distributed.table_device=cpu      # a GPU without fbgemm-gpu's CUDA kernels
 
-Prints a table and writes perf/results/train_<device>.json.
+Prints a table and writes perf/results/train_<device>.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
+from report import new_figure, save_figure, write_markdown  # noqa: E402
 
 from cp_dist.clickprompt.masking import TokenMasker  # noqa: E402
 from cp_dist.config import load_config  # noqa: E402
@@ -122,7 +123,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="preset override, e.g. distributed.table_device=cpu")
     parser.add_argument("--results", type=Path, default=Path("perf/results"))
+    parser.add_argument("--redraw", type=Path, metavar="RESULT_JSON",
+                        help="only rewrite the summary and plot of an earlier result (e.g. one copied from a GPU machine)")
     args = parser.parse_args()
+    if args.redraw:
+        _report(json.loads(args.redraw.read_text()), args.redraw.with_suffix(""))
+        return
 
     config = load_config("ml-1m", args.set)
     timing = args.results / ".train_timing.json"
@@ -144,9 +150,28 @@ def main() -> None:
     result = {"benchmark": "train_throughput", "device": device, "precision": args.precision, "tokens": args.tokens,
               "prompts": args.prompts, "steps": args.steps, "warmup": args.warmup, "overrides": args.set,
               "cases": cases, "machine": describe_machine(), "command": " ".join(sys.argv)}
-    path = args.results / f"train_{device}.json"
-    write_json(path, result)
-    print(f"\nwrote {path}")
+    stem = args.results / f"train_{device}"
+    write_json(stem.with_suffix(".json"), result)
+    _report(result, stem)
+    print(f"\nwrote {stem}.json, .md and .png")
+
+
+def _report(result: dict, stem: Path) -> None:
+    """stem.md (the table) and stem.png (samples/s per case, log scale)."""
+    machine = result["machine"]
+    where = machine["gpu"]["name"] if machine.get("gpu") else f"{machine['cpu']} ({machine['cpu_count']} cores)"
+    lines = [f"Training throughput on {where} ({result['precision']}); ClickPrompt rows carry {result['tokens']} text "
+             f"tokens and {result['prompts']} prompts per layer; {result['steps']} timed steps per case.", "",
+             "| case | encoder | batch | samples/s | vs CTR-only |", "|---|---|---|---|---|"]
+    lines += [f"| {c['case']} | {c['encoder']} | {c['batch']} | {c['samples_per_second']:,.0f} | {c['ratio_to_ctr']:.4f} |"
+              for c in result["cases"]]
+    write_markdown(stem.with_suffix(".md"), "\n".join(lines + ["", f"Command: `{result['command']}`"]) + "\n")
+    figure, axis = new_figure(8, 0.5 * len(result["cases"]) + 1.5)
+    labels = [c["case"] if c["encoder"] == "-" else f"{c['case']} / {c['encoder']}" for c in result["cases"]]
+    axis.barh(labels[::-1], [c["samples_per_second"] for c in result["cases"]][::-1])
+    axis.set(xscale="log", xlabel="samples/s", title=f"Training throughput ({result['device']}, {result['precision']})")
+    axis.grid(True, axis="x", which="both", alpha=0.3)
+    save_figure(figure, stem.with_suffix(".png"))
 
 
 if __name__ == "__main__":

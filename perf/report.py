@@ -1,0 +1,32 @@
+"""What every benchmark writes beside its JSON result: a markdown summary and a PNG plot, atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cp_dist.io import atomic_file
+
+
+def write_markdown(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
+def new_figure(width: float = 8, height: float = 5):
+    """A headless matplotlib figure and axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def save_figure(figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    staging = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(staging, dpi=120)
+    staging.replace(path)
+    plt.close(figure)
