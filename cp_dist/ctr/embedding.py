@@ -61,9 +61,9 @@ class DenseFieldEmbedding(nn.Module):
     row itself, so the outputs are identical; plain PyTorch exports (torch.export) and runs on any
     device without fbgemm's kernels."""
 
-    def __init__(self, names: Sequence[str], weights: Sequence[torch.Tensor]):
+    def __init__(self, weights: Sequence[torch.Tensor]):
+        """weights: each field's table, in field order."""
         super().__init__()
-        self.names = list(names)
         self.table = nn.Embedding.from_pretrained(torch.cat([w.detach() for w in weights]), freeze=True)
         sizes = torch.tensor([0] + [w.shape[0] for w in weights[:-1]])
         self.register_buffer("offsets", sizes.cumsum(0), persistent=False)
@@ -72,7 +72,7 @@ class DenseFieldEmbedding(nn.Module):
     def from_tables(cls, embedding: FieldEmbedding) -> DenseFieldEmbedding:
         """From an unsharded FieldEmbedding (e.g. a CTRModel loaded from a checkpoint in one process)."""
         bags = embedding.ebc.embedding_bags
-        return cls(embedding.names, [bags[name].weight for name in embedding.names])
+        return cls([bags[name].weight for name in embedding.names])
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """[B, F] vocabulary indices -> [B, F, D] field embeddings."""

@@ -101,8 +101,8 @@ def build_clickprompt(fields: Sequence[FieldMeta], config: Config, rank: RankInf
         prepare_for_pretraining(model)
     else:
         prepare_for_finetuning(model, plm_lr)
-    info = {"generator_parameters": model.generator.num_parameters if model.generator is not None else 0, "plm_fresh_mlm_head": fresh_head,
-            "plm_parameters": sum(p.numel() for p in model.plm_parameters())}
+    info = {"generator_parameters": model.generator.num_parameters if model.generator is not None else 0,
+            "plm_fresh_mlm_head": fresh_head, "plm_parameters": sum(p.numel() for p in model.plm_parameters())}
     return shard_and_initialize(model, config, rank, embedding_lr), info
 
 
