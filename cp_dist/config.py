@@ -60,6 +60,14 @@ class DistributedConfig:
     backend: str = "auto"  # gloo on CPU, nccl on GPU
     sharding: str = "auto"  # auto (planner, model-parallel types) | table_wise | column_wise | row_wise
     table_device: str = "auto"  # auto: with the dense layers | cpu: tables in host memory, dense on the GPU
+    # The hybrid engine of the Ray jobs (jobs/pamlm_*.py, jobs/finetune_*.py): tables as above, the
+    # dense model (PLM, generator, CTR layers) under DeepSpeed ZeRO.
+    zero_stage: int = 2  # 0: replicated, 1: + optimizer states partitioned, 2: + gradients, 3: + parameters
+    offload_optimizer: bool = False  # ZeRO-Offload: optimizer states and step in host memory
+    cpus_per_worker: int = 1  # Ray Train resources of one worker (one rank)
+    gpus_per_worker: int = 0
+    checkpoint_every_steps: int = 0  # a resumable checkpoint every N steps (0: at each epoch's end only)
+    max_failures: int = 0  # how often Ray restarts the workers, each time from the last checkpoint
 
 
 @dataclass

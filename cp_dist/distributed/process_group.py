@@ -45,11 +45,13 @@ class Placement:
     table_device_type: str
 
 
-def resolve_placement(distributed: DistributedConfig) -> Placement:
+def resolve_placement(distributed: DistributedConfig, cuda: bool | None = None) -> Placement:
     """Tables on the GPU need NCCL. Tables in host memory (distributed.table_device=cpu: fbgemm-gpu
     without its CUDA kernels, or tables larger than GPU memory) are exchanged by TorchRec over gloo,
-    while the dense layers and the language model still run on the GPU when there is one."""
-    backend, cuda = distributed.backend, torch.cuda.is_available()
+    while the dense layers and the language model still run on the GPU when there is one.
+    cuda: whether the ranks have GPUs (default: whether this process sees one)."""
+    backend = distributed.backend
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     if backend not in ("auto", "gloo", "nccl"):
         raise ValueError(f"distributed.backend {backend!r}: expected auto, gloo or nccl")
     if distributed.table_device not in TABLE_DEVICES:

@@ -71,6 +71,9 @@ class DenseDataParallel(DataParallelWrapper):
         if isinstance(dmp._dmp_wrapped_module, DistributedDataParallel):
             return
         sharded = set(DistributedModelParallel._sharded_parameter_names(dmp._dmp_wrapped_module))
+        dense = [n for n, p in dmp._dmp_wrapped_module.named_parameters() if n not in sharded and p.requires_grad]
+        if not dense:  # the tables alone (the hybrid engine keeps the dense layers in DeepSpeed)
+            return
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(dmp._dmp_wrapped_module, sharded)
         dmp._dmp_wrapped_module = DistributedDataParallel(
             dmp._dmp_wrapped_module, process_group=env.process_group, gradient_as_bucket_view=True,

@@ -44,7 +44,8 @@ def is_table(key: str) -> bool:
     return ".embedding_bags." in key and key.endswith(".weight")
 
 
-def table_blocks(model: nn.Module) -> Iterator[TableBlock]:
+def table_blocks(model: nn.Module, table_prefix: str = "") -> Iterator[TableBlock]:
+    """table_prefix: where `model` sits in the full model when it holds only the tables (the hybrid engine)."""
     for key, value in model.state_dict().items():
         if not is_table(key):
             continue
@@ -52,9 +53,9 @@ def table_blocks(model: nn.Module) -> Iterator[TableBlock]:
         if isinstance(value, ShardedTensor):
             for shard in value.local_shards():
                 row, col = shard.metadata.shard_offsets
-                yield TableBlock(key, shard.tensor, row, col, replicated=False, table_shape=shape)
+                yield TableBlock(table_prefix + key, shard.tensor, row, col, replicated=False, table_shape=shape)
         else:
-            yield TableBlock(key, value, 0, 0, replicated=True, table_shape=shape)
+            yield TableBlock(table_prefix + key, value, 0, 0, replicated=True, table_shape=shape)
 
 
 def _rank() -> tuple[int, int]:
@@ -84,9 +85,9 @@ def initial_values(table: str, shape: tuple[int, int], rows: slice, cols: slice,
 
 
 @torch.no_grad()
-def initialize_tables(model: nn.Module, seed: int, std: float) -> None:
+def initialize_tables(model: nn.Module, seed: int, std: float, table_prefix: str = "") -> None:
     """Writes initial_values() into every table block this rank holds: identical for every sharding."""
-    for block in table_blocks(model):
+    for block in table_blocks(model, table_prefix):
         rows, cols = block.tensor.shape
         block.tensor.copy_(
             initial_values(block.table, block.table_shape, slice(block.row, block.row + rows),
@@ -94,8 +95,12 @@ def initialize_tables(model: nn.Module, seed: int, std: float) -> None:
         )
 
 
-def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> None:
+def save_model(model: nn.Module, directory: Path, extra: dict | None = None, *, table_prefix: str = "",
+               dense_state: dict[str, torch.Tensor] | None = None) -> None:
     """Writes every rank's table blocks and rank 0's dense weights as safetensors. Call on every rank.
+
+    `dense_state` replaces the dense part of model.state_dict() when the tables and the dense layers
+    live in different modules (the hybrid engine: `model` holds the tables under `table_prefix`).
 
     Layout: tables-rank<R>.safetensors (blocks keyed "<table>@<row>,<col>"), dense.safetensors,
     checkpoint.json (table shapes, files, `extra`). Files are staged in a hidden sibling and the
@@ -105,18 +110,19 @@ def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> 
     staging = directory.parent / f".{directory.name}.staging"
     if rank == 0:
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
     _barrier()
+    staging.mkdir(parents=True, exist_ok=True)  # every rank: ranks may write to separate disks (Ray workers)
     blocks = {
         f"{b.table}@{b.row},{b.col}": b.tensor.detach().contiguous().cpu()
-        for b in table_blocks(model)
+        for b in table_blocks(model, table_prefix)
         if not b.replicated or rank == 0
     }
     save_file(blocks, str(staging / f"tables-rank{rank:05d}.safetensors"))
     if rank == 0:
         state = model.state_dict()
+        dense_items = dense_state.items() if dense_state is not None else state.items()
         dense, aliases, owner = {}, {}, {}
-        for key, value in state.items():
+        for key, value in dense_items:
             if is_table(key):
                 continue
             storage = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
@@ -128,7 +134,7 @@ def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> 
         save_file(dense, str(staging / DENSE_FILE))
         index = {
             "world_size": world,
-            "tables": {k: list(v.size()) for k, v in state.items() if is_table(k)},
+            "tables": {table_prefix + k: list(v.size()) for k, v in state.items() if is_table(k)},
             "files": [f"tables-rank{r:05d}.safetensors" for r in range(world)],
             "aliases": aliases,
         }
@@ -137,15 +143,19 @@ def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> 
     if rank == 0:
         replace_dir(staging, directory)
     _barrier()
+    if rank != 0 and staging.exists():  # this rank's own disk: its files become its part of the directory
+        replace_dir(staging, directory)
 
 
 @torch.no_grad()
-def load_model(model: nn.Module, directory: Path, *, source_prefix: str = "", keep: tuple[str, ...] = ()) -> dict:
+def load_model(model: nn.Module, directory: Path, *, source_prefix: str = "", keep: tuple[str, ...] = (),
+               table_prefix: str = "", dense: nn.Module | None = None) -> dict:
     """Loads a save_model() directory into a model of any sharding or world size; returns its index.
 
     source_prefix: where the model sits inside the saved one (e.g. "ctr." to take the CTR model
     out of a PA-MLM checkpoint). keep: prefixes of parameters that stay as they are (fresh heads);
-    every other parameter must be in the checkpoint.
+    every other parameter must be in the checkpoint. table_prefix and dense: as in save_model, the
+    tables in `model` and the dense weights in `dense` (not yet partitioned by ZeRO).
     """
     index_path = directory / INDEX_FILE
     if not index_path.is_file():
@@ -158,14 +168,14 @@ def load_model(model: nn.Module, directory: Path, *, source_prefix: str = "", ke
                 table, _, offsets = key.rpartition("@")
                 row, col = map(int, offsets.split(","))
                 saved.setdefault(table, []).append((key, row, col, directory / name))
-    for block in table_blocks(model):
+    for block in table_blocks(model, table_prefix):
         source = source_prefix + block.table
         if source not in saved:
             raise KeyError(f"{directory}: no weights for table {source}")
         filled = _fill_block(block, saved[source])
         if filled != block.tensor.numel():
             raise ValueError(f"{directory}: table {block.table} covers {filled} of {block.tensor.numel()} values of this shard")
-    state = model.state_dict()
+    state = (dense if dense is not None else model).state_dict()
     with safe_open(str(directory / DENSE_FILE), framework="pt") as handle:
         aliases = index.get("aliases", {})
         sources = {k: aliases.get(source_prefix + k, source_prefix + k) for k in state if not is_table(k) and not k.startswith(keep)}
@@ -192,3 +202,39 @@ def _fill_block(block: TableBlock, pieces: list[tuple[str, int, int, Path]]) -> 
             block.tensor[r0 - block.row : r1 - block.row, c0 - block.col : c1 - block.col].copy_(values)
             filled += (r1 - r0) * (c1 - c0)
     return filled
+
+
+def save_table_state(model: nn.Module, path: Path) -> None:
+    """This rank's table shards and their fused optimizer's state (e.g. row-wise Adagrad's
+    accumulators), keyed by name and shard offsets: a resume point for the same world size and plan."""
+    state = {f"weight:{b.table}@{b.row},{b.col}": b.tensor for b in table_blocks(model)}
+    for name, value in table_optimizer_tensors(model.fused_optimizer.state_dict()):
+        state[f"optimizer:{name}"] = value
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+
+
+@torch.no_grad()
+def load_table_state(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no table state for this rank; resume with the world size the run was saved with")
+    optimizer_state = model.fused_optimizer.state_dict()
+    with safe_open(str(path), framework="pt") as handle:
+        wanted = {f"weight:{b.table}@{b.row},{b.col}": b.tensor for b in table_blocks(model)}
+        wanted |= {f"optimizer:{name}": value for name, value in table_optimizer_tensors(optimizer_state)}
+        missing = set(wanted) - set(handle.keys())
+        if missing:
+            raise ValueError(f"{path}: no {sorted(missing)[0]}; it was saved with another world size or sharding plan")
+        for key, tensor in wanted.items():
+            tensor.copy_(handle.get_tensor(key))
+    model.fused_optimizer.load_state_dict(optimizer_state)
+
+
+def table_optimizer_tensors(optimizer_state: dict) -> Iterator[tuple[str, torch.Tensor]]:
+    """This rank's shards of the state tensors in a fused table optimizer's state_dict()."""
+    for parameter, states in optimizer_state["state"].items():
+        for name, value in states.items():
+            if isinstance(value, ShardedTensor):
+                for shard in value.local_shards():  # e.g. row-wise Adagrad's accumulators: one value per row
+                    yield f"{parameter}.{name}@{','.join(map(str, shard.metadata.shard_offsets))}", shard.tensor
+            elif isinstance(value, torch.Tensor):
+                yield f"{parameter}.{name}", value

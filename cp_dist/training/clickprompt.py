@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torchrec.distributed import DistributedModelParallel
 from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -93,6 +94,13 @@ def build_clickprompt(fields: Sequence[FieldMeta], config: Config, rank: RankInf
                       embedding_lr: float) -> tuple[DistributedModelParallel, dict]:
     """The ClickPrompt model with its tables sharded, set up for `stage` (pretrain | finetune), and
     facts worth logging (generator and PLM sizes, whether the MLM head is fresh)."""
+    model, info = clickprompt_model(fields, config, rank, stage=stage, plm_lr=plm_lr)
+    return shard_and_initialize(model, config, rank, embedding_lr), info
+
+
+def clickprompt_model(fields: Sequence[FieldMeta], config: Config, rank: RankInfo, *, stage: str,
+                      plm_lr: float) -> tuple[ClickPrompt, dict]:
+    """build_clickprompt's model before any sharding, its tables on "meta"."""
     torch.manual_seed(config.train.seed)
     ctr = CTRModel(fields, config.ctr, embedding_device="meta", lookup_device=rank.table_device)
     masked_lm, fresh_head = load_masked_lm(config.prompt.plm, config.prompt.plm_layers)
@@ -103,7 +111,7 @@ def build_clickprompt(fields: Sequence[FieldMeta], config: Config, rank: RankInf
         prepare_for_finetuning(model, plm_lr)
     info = {"generator_parameters": model.generator.num_parameters if model.generator is not None else 0,
             "plm_fresh_mlm_head": fresh_head, "plm_parameters": sum(p.numel() for p in model.plm_parameters())}
-    return shard_and_initialize(model, config, rank, embedding_lr), info
+    return model, info
 
 
 def autocast(device: torch.device, precision: str):
@@ -126,13 +134,31 @@ def clickprompt_optimizer(model: torch.nn.Module, *, plm_lr: float, dense_lr: fl
     return torch.optim.AdamW([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()])
 
 
-def pamlm_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, masker: TokenMasker, batch: Batch,
-               rank: RankInfo, precision: str) -> torch.Tensor:
-    """One PA-MLM step: mask the text, recover it under the row's prompts; returns the loss."""
-    masked, labels = masker(batch.input_ids)
-    batch = batch.to(rank.device)
+def mask_slice(masker: TokenMasker, batch: Batch, step: int, rank: RankInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's slice of step's global batch, masked as the whole batch would be (see TokenMasker)."""
+    return masker(batch.input_ids, step, first_row=rank.rank * len(batch), global_rows=len(batch) * rank.world_size)
+
+
+def pamlm_loss(model, masker: TokenMasker, batch: Batch, step: int, rank: RankInfo, precision: str) -> torch.Tensor:
+    """The PA-MLM loss of one batch: its text masked, recovered under the row's prompts.
+
+    Ranks mask different numbers of tokens. Each divides its summed cross-entropy by the global
+    count / world size, so that the mean over ranks (of losses, and of gradients as data-parallel
+    training averages them) is the mean over every masked token of the global batch."""
+    masked, labels = mask_slice(masker, batch, step, rank)
+    batch, labels = batch.to(rank.device), labels.to(rank.device)
+    tokens = (labels != -100).sum().float()
+    if rank.world_size > 1:
+        dist.all_reduce(tokens)
     with autocast(rank.device, precision):
-        loss = model(batch.ids, masked.to(rank.device), batch.attention_mask, mlm_labels=labels.to(rank.device))
+        return model(batch.ids, masked.to(rank.device), batch.attention_mask, mlm_labels=labels,
+                     mlm_tokens=tokens / rank.world_size)
+
+
+def pamlm_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, masker: TokenMasker, batch: Batch, step: int,
+               rank: RankInfo, precision: str) -> torch.Tensor:
+    """One PA-MLM step (global step number `step`); returns the loss."""
+    loss = pamlm_loss(model, masker, batch, step, rank, precision)
     optimizer.zero_grad()
     loss.backward()  # the tables' row-wise Adagrad steps inside backward
     optimizer.step()
@@ -145,10 +171,14 @@ def click_logits(model: torch.nn.Module, batch: Batch, rank: RankInfo, precision
         return model(batch.ids, batch.input_ids, batch.attention_mask).float()
 
 
+def click_loss(model, batch: Batch, rank: RankInfo, precision: str) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(click_logits(model, batch, rank, precision), batch.labels.to(rank.device))
+
+
 def finetune_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, rank: RankInfo,
                   precision: str) -> torch.Tensor:
     """One finetuning step with the PLM on the fused click logit; returns the loss."""
-    loss = F.binary_cross_entropy_with_logits(click_logits(model, batch, rank, precision), batch.labels.to(rank.device))
+    loss = click_loss(model, batch, rank, precision)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -161,8 +191,8 @@ def _pretrain_rank(rank: RankInfo, job: ClickPromptJob) -> None:
     model, info = build_clickprompt(meta.fields, config, rank, stage="pretrain", plm_lr=settings.plm_lr,
                                     embedding_lr=settings.embedding_lr)
     optimizer = clickprompt_optimizer(model, plm_lr=settings.plm_lr, dense_lr=settings.dense_lr, weight_decay=settings.weight_decay)
-    masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=config.train.seed * 1009 + rank.rank,
-                         probability=settings.mask_probability)
+    masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=config.train.seed, probability=settings.mask_probability,
+                         width=config.prompt.max_length)
     loader = SplitLoader(job.data_dir, ["train", "valid"], global_batch_size=settings.global_batch_size, rank=rank.rank,
                          world_size=rank.world_size, shuffle=True, seed=config.train.seed, drop_last=True, text=True)
     history, started, steps = [], time.perf_counter(), 0
@@ -173,7 +203,7 @@ def _pretrain_rank(rank: RankInfo, job: ClickPromptJob) -> None:
         for batch in tqdm(loader, desc=f"PA-MLM epoch {epoch}", leave=False, disable=None if rank.is_main else True):
             if settings.max_steps is not None and steps >= settings.max_steps:
                 break
-            losses.append(pamlm_step(model, optimizer, masker, batch, rank, config.train.precision))
+            losses.append(pamlm_step(model, optimizer, masker, batch, steps, rank, config.train.precision))
             steps += 1
         if not losses:
             break

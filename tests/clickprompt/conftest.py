@@ -20,7 +20,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     plm = base / "tiny-bert"
     tokenizer = load_tokenizer("minilm")
     masked_lm_from_config("bert", vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                          num_attention_heads=4, intermediate_size=64).save_pretrained(plm)
+                          num_attention_heads=4, intermediate_size=64, hidden_dropout_prob=0.0,
+                          attention_probs_dropout_prob=0.0).save_pretrained(plm)  # no dropout: runs compare step by step
     tokenizer.save_pretrained(plm)
     synth("ml-1m", 2500, base / "raw")
     prepare("ml-1m", base / "raw", base / "data")

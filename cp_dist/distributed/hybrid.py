@@ -1,0 +1,159 @@
+"""The hybrid engine: TorchRec shards the embedding tables, DeepSpeed ZeRO shards everything else.
+
+ClickPrompt's parameters fall in two kinds. The ID tables are huge and sparsely updated: TorchRec's
+DistributedModelParallel splits them across ranks (table-, row- or column-wise) and steps a fused
+row-wise Adagrad inside backward. The dense rest (language model, prompt generator, CTR interaction
+layers, heads) is what ZeRO partitions: optimizer states (stage 1), gradients (2) and parameters
+(3) across the same ranks, in the same process group. The dense model reads looked-up embeddings
+where the full model reads ids (its embedding module becomes an identity), so one backward through
+the DeepSpeed engine reaches the lookups and steps the tables' optimizer on its way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchrec.distributed import DistributedModelParallel
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+from cp_dist.config import Config
+from cp_dist.ctr.embedding import FieldEmbedding
+from cp_dist.distributed.process_group import RankInfo
+from cp_dist.distributed.sharding import shard
+from cp_dist.distributed.tables import initialize_tables, load_model, load_table_state, save_model, save_table_state
+
+ZERO_STAGES = (0, 1, 2, 3)
+ENGINE_TAG = "zero"  # DeepSpeed's checkpoint sub-folder
+
+
+def deepspeed_config(config: Config, global_batch_size: int, world_size: int, device: torch.device) -> dict:
+    """ZeRO settings for one optimisation step per global batch, each rank holding its slice."""
+    distributed = config.distributed
+    if distributed.zero_stage not in ZERO_STAGES:
+        raise ValueError(f"distributed.zero_stage {distributed.zero_stage!r}: expected one of {ZERO_STAGES}")
+    zero: dict = {"stage": distributed.zero_stage}
+    if distributed.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    return {
+        "train_batch_size": global_batch_size,
+        "train_micro_batch_size_per_gpu": global_batch_size // world_size,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,  # AdamW with per-group learning rates (clickprompt_optimizer)
+        "bf16": {"enabled": config.train.precision == "bf16" and device.type == "cuda"},
+        "gradient_clipping": 0.0,
+        "steps_per_print": 2**31 - 1,
+    }
+
+
+def _safe_checkpoint_engine():
+    """DeepSpeed's torch checkpoint engine, loading with weights_only=True: a checkpoint never runs
+    code. The few DeepSpeed classes its optimizer states hold are allow-listed by name."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    class SafeTorchCheckpointEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location=None):
+            with torch.serialization.safe_globals([LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]):
+                return torch.load(path, map_location=map_location, weights_only=True)
+
+    return SafeTorchCheckpointEngine()
+
+
+@dataclass
+class HybridModel:
+    """A ClickPrompt (or CTR) model split in two: `tables` (TorchRec) and `engine` (DeepSpeed)."""
+
+    tables: DistributedModelParallel
+    engine: object  # deepspeed.DeepSpeedEngine; its .module is the model with an identity for the tables
+    table_prefix: str  # where the tables sit in the full model, e.g. "ctr.embedding."
+
+    def __call__(self, ids: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.engine(self.tables(ids), *args, **kwargs)
+
+    def train(self) -> None:
+        self.tables.train()
+        self.engine.train()
+
+    def eval(self) -> None:
+        self.tables.eval()
+        self.engine.eval()
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """Backward (the tables' optimizer steps inside it), then ZeRO's reduction and step."""
+        self.engine.backward(loss)
+        self.engine.step()
+
+    @property
+    def module(self) -> nn.Module:
+        return self.engine.module
+
+    def save_state(self, directory: Path) -> None:
+        """Everything a resume needs from the model: DeepSpeed's partitioned weights and optimizer
+        states and this rank's table shards with their optimizer state. Call on every rank; resume
+        with the same world size and plan."""
+        self.engine.save_checkpoint(str(directory), tag=ENGINE_TAG)
+        save_table_state(self.tables, directory / f"tables-rank{torch.distributed.get_rank():05d}.safetensors")
+
+    def load_state(self, directory: Path) -> None:
+        path, _ = self.engine.load_checkpoint(str(directory), tag=ENGINE_TAG, load_optimizer_states=True,
+                                              load_lr_scheduler_states=False)
+        if path is None:
+            raise FileNotFoundError(f"{directory / ENGINE_TAG}: no DeepSpeed checkpoint to resume from")
+        load_table_state(self.tables, directory / f"tables-rank{torch.distributed.get_rank():05d}.safetensors")
+
+    def save_model(self, directory: Path, extra: dict) -> None:
+        """The trained model in cp_dist's checkpoint format (what `evaluate`, finetuning and serving
+        read), whatever the ZeRO stage: ZeRO-3's partitioned weights are gathered to rank 0."""
+        import deepspeed
+
+        module = self.engine.module
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None,
+                                               enabled=self.engine.zero_optimization_stage() == 3):
+            dense = {k: v for k, v in module.state_dict().items()}
+            save_model(self.tables, directory, extra, table_prefix=self.table_prefix, dense_state=dense)
+
+
+def split_tables(model: nn.Module) -> tuple[FieldEmbedding, str]:
+    """Takes the model's FieldEmbedding out, leaving an identity in its place; returns it and its path prefix."""
+    paths = [name for name, module in model.named_modules() if isinstance(module, FieldEmbedding)]
+    if len(paths) != 1:
+        raise ValueError(f"expected one FieldEmbedding in the model, found {paths}")
+    parent_path, _, name = paths[0].rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    tables = getattr(parent, name)
+    setattr(parent, name, nn.Identity())
+    return tables, f"{paths[0]}."
+
+
+def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, *,
+                 optimizer_for: Callable[[nn.Module], torch.optim.Optimizer], embedding_lr: float,
+                 global_batch_size: int, init_from: Path | None = None, keep: tuple[str, ...] = ()) -> HybridModel:
+    """Shards `model` (built under torch.manual_seed(config.train.seed), its tables on "meta") in two.
+
+    optimizer_for(dense model) builds the dense optimizer. init_from: a cp_dist checkpoint loaded
+    before ZeRO partitions anything (e.g. PA-MLM's, for finetuning), but for the `keep` prefixes.
+    """
+    import deepspeed
+
+    os.environ.setdefault("LOCAL_RANK", str(rank.device.index if rank.device.type == "cuda" else rank.rank))
+    deepspeed.init_distributed(dist_backend=rank.backend, auto_mpi_discovery=False)
+    tables, prefix = split_tables(model)
+    apply_optimizer_in_backward(RowWiseAdagrad, tables.parameters(), {"lr": embedding_lr})
+    sharded = shard(tables, config.distributed.sharding, rank)
+    initialize_tables(sharded, config.train.seed, config.train.embedding_init_std, table_prefix=prefix)
+    model.to(rank.device)
+    if init_from is not None:
+        load_model(sharded, init_from, keep=keep, table_prefix=prefix, dense=model)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer_for(model), dist_init_required=False,
+                                      config=deepspeed_config(config, global_batch_size, rank.world_size, rank.device))
+    engine.checkpoint_engine = _safe_checkpoint_engine()
+    return HybridModel(sharded, engine, prefix)

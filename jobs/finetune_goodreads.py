@@ -1,0 +1,11 @@
+"""Finetuning with the PLM on GoodReads as a Ray job (see `--help`):
+
+    ray job submit --working-dir . -- python jobs/finetune_goodreads.py --preset goodreads-smoke
+"""
+
+import sys
+
+from cp_dist.training.ray_jobs import job_main
+
+if __name__ == "__main__":
+    job_main("finetune", "goodreads", "finetune_goodreads.py", sys.argv[1:])

@@ -1,0 +1,88 @@
+"""cluster/ agrees with the jobs it runs: the files parse, entrypoints name real job scripts and
+presets with valid options, resources match the production preset, one image and one set of pins."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cp_dist.config import load_config
+from cp_dist.training.ray_jobs import job_parser
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "cluster"
+RAY_JOBS = sorted((CLUSTER / "kuberay").glob("rayjob-*.yaml"))
+
+
+def _yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _pin(name: str) -> str:
+    (version,) = re.findall(rf"^{re.escape(name)}(?:\[[^\]]*\])?==(\S+)$", (REPO / "requirements.txt").read_text(), re.M)
+    return version
+
+
+def _worker_group() -> dict:
+    (group,) = _yaml(CLUSTER / "kuberay" / "raycluster.yaml")["spec"]["workerGroupSpecs"]
+    return group
+
+
+def test_every_config_parses() -> None:
+    assert _yaml(CLUSTER / "ray-cluster.yaml")["cluster_name"] == "cp-dist"
+    assert _yaml(CLUSTER / "kuberay" / "raycluster.yaml")["kind"] == "RayCluster"
+    assert [_yaml(p)["kind"] for p in RAY_JOBS] == ["RayJob", "RayJob"]
+
+
+@pytest.mark.parametrize("path", RAY_JOBS, ids=lambda p: p.stem)
+def test_entrypoints_run_real_jobs_with_valid_options(path: Path) -> None:
+    spec = _yaml(path)["spec"]
+    assert spec["clusterSelector"] == {"ray.io/cluster": _yaml(CLUSTER / "kuberay" / "raycluster.yaml")["metadata"]["name"]}
+    python, script, *argv = shlex.split(spec["entrypoint"])
+    assert python == "python" and (REPO / script).is_file()
+    stage, _, dataset = Path(script).stem.partition("_")
+    assert path.stem == f"rayjob-{stage}"
+    args = job_parser(stage, dataset, Path(script).name).parse_args(argv)  # exits on an unknown option
+    config = load_config(args.preset, args.set)
+    assert args.preset == f"{dataset}-production" and config.distributed.gpus_per_worker >= 1
+    assert args.work.is_absolute() and args.storage.startswith("/mnt/cluster_storage/")
+    if stage == "finetune":  # starts from where the PA-MLM job writes its model
+        pamlm = job_parser("pamlm", dataset, "x").parse_args(shlex.split(_yaml(CLUSTER / "kuberay" / "rayjob-pamlm.yaml")["spec"]["entrypoint"])[2:])
+        assert args.pretrained == pamlm.work / pamlm.name / "model"
+
+
+def test_resources_fit_the_production_preset() -> None:
+    distributed = load_config("goodreads-production").distributed
+    group = _worker_group()
+    gpus, cpus = int(group["rayStartParams"]["num-gpus"]), int(group["rayStartParams"]["num-cpus"])
+    (container,) = group["template"]["spec"]["containers"]
+    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == gpus
+    assert int(container["resources"]["limits"]["cpu"]) >= cpus
+    workers_per_node = gpus // distributed.gpus_per_worker
+    assert group["replicas"] * workers_per_node == distributed.nproc, "one Ray Train worker per GPU of the cluster"
+    assert workers_per_node * distributed.cpus_per_worker <= cpus
+    launcher = _yaml(CLUSTER / "ray-cluster.yaml")
+    node = launcher["available_node_types"]["gpu_worker"]
+    assert node["min_workers"] * node["resources"]["GPU"] == distributed.nproc * distributed.gpus_per_worker
+    assert node["resources"]["GPU"] // distributed.gpus_per_worker * distributed.cpus_per_worker <= node["resources"]["CPU"]
+    assert launcher["max_workers"] >= node["min_workers"]
+    assert any("--num-gpus=8" in c for c in launcher["worker_start_ray_commands"]) and node["resources"]["GPU"] == 8
+
+
+def test_one_image_and_one_set_of_pins() -> None:
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    (tag,) = set(re.findall(r"docker build -f cluster/Dockerfile -t (\S+) \.", dockerfile))
+    cluster = _yaml(CLUSTER / "kuberay" / "raycluster.yaml")["spec"]
+    images = {c["image"] for c in cluster["headGroupSpec"]["template"]["spec"]["containers"]}
+    images |= {c["image"] for c in _worker_group()["template"]["spec"]["containers"]}
+    images.add(_yaml(CLUSTER / "ray-cluster.yaml")["docker"]["image"])
+    assert images == {tag}
+    version = re.search(r'^version = "(.+)"$', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    assert tag.split(":")[1].startswith(version) and f'org.opencontainers.image.version="{version}"' in dockerfile
+    assert cluster["rayVersion"] == _pin("ray") and f'ai.cp-dist.ray-version="{_pin("ray")}"' in dockerfile
+    assert f"torch=={_pin('torch')} fbgemm-gpu=={_pin('fbgemm-gpu-cpu')}" in dockerfile, "CUDA builds of the pinned versions"
+    assert "COPY jobs ./jobs" in dockerfile and "requirements-nodeps.txt" in dockerfile

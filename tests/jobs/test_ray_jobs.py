@@ -1,0 +1,83 @@
+"""The Ray jobs, submitted with `ray job submit` to a local Ray cluster (loopback only): the smoke
+preset's PA-MLM with 2 workers, the same with a worker killed mid-run (Ray restarts the workers
+and they resume from the last checkpoint), and finetuning from the PA-MLM model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from tests.jobs.conftest import run_ray_jobs
+
+#: An uninterrupted run and a resumed one replay the same float32 operations in the same order:
+#: measured gap 0.0; this leaves room for another machine's kernels.
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    work = tmp_path_factory.mktemp("ray-jobs")
+    common = ["--work", str(work / "work"), "--storage", str(work / "storage"), "--synthetic-rows", "3000"]
+    codes = run_ray_jobs([
+        ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm"],
+        ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-killed", "--fail-at-step", "5"],
+        ["python", "jobs/finetune_goodreads.py", *common, "--name", "finetune"],
+    ], work / "logs")
+    return {"work": work / "work", "storage": work / "storage", "logs": work / "logs", "codes": codes}
+
+
+def _log(jobs: dict, index: int) -> str:
+    return (jobs["logs"] / f"job{index}.txt").read_text()
+
+
+def test_smoke_pamlm_job_completes_with_metrics_and_a_checkpoint(jobs: dict) -> None:
+    assert jobs["codes"][0] == 0, _log(jobs, 0)[-5000:]
+    run = jobs["work"] / "pamlm"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["zero_stage"] == 2 and metrics["steps"] == 8
+    assert all("row_wise" in plan for plan in metrics["sharding"].values())
+    losses = metrics["history"][0]["step_losses"]
+    assert len(losses) == 8 and all(np.isfinite(losses)) and metrics["resumed_at"] == []
+    index = json.loads((run / "model" / "checkpoint.json").read_text())
+    assert index["stage"] == "pretrain" and index["files"] == ["tables-rank00000.safetensors", "tables-rank00001.safetensors"]
+    checkpoints = [p for p in (jobs["storage"] / "pamlm").glob("checkpoint_*") if p.is_dir()]
+    assert len(checkpoints) == 2, "CheckpointConfig(num_to_keep=2)"
+
+
+def test_killed_worker_resumes_from_the_last_checkpoint_and_matches(jobs: dict) -> None:
+    assert jobs["codes"][1] == 0, _log(jobs, 1)[-5000:]
+    killed = json.loads((jobs["work"] / "pamlm-killed" / "metrics.json").read_text())
+    clean = json.loads((jobs["work"] / "pamlm" / "metrics.json").read_text())
+    # Checkpoints come every 2 steps and the worker dies before step 5. Ray resumes from the last
+    # checkpoint it had registered: step 4, or step 2 when the kill overtook step 4's registration.
+    assert len(killed["resumed_at"]) == 1 and killed["resumed_at"][0] in (2, 4), killed["resumed_at"]
+    assert f"resumed from the checkpoint at step {killed['resumed_at'][0]}" in _log(jobs, 1)
+    gap = np.max(np.abs(np.array(killed["history"][0]["step_losses"]) - clean["history"][0]["step_losses"]))
+    print(f"largest step-loss gap, resumed against uninterrupted: {gap:.2e}")
+    assert gap <= TOLERANCE
+    weights = []
+    for run in ("pamlm", "pamlm-killed"):
+        with safe_open(str(jobs["work"] / run / "model" / "dense.safetensors"), framework="np") as handle:
+            weights.append({k: handle.get_tensor(k) for k in handle.keys()})
+    assert max(np.abs(weights[0][k] - weights[1][k]).max() for k in weights[0]) <= TOLERANCE
+    # Every checkpoint Ray kept is complete: each rank's files, DeepSpeed's states, the progress.
+    for checkpoint in [p for p in (jobs["storage"] / "pamlm-killed").glob("checkpoint_*") if p.is_dir()]:
+        names = {p.name for p in checkpoint.iterdir()}
+        assert {"progress.json", "tables-rank00000.safetensors", "tables-rank00001.safetensors",
+                "rng-rank00000.safetensors", "rng-rank00001.safetensors", "zero"} <= names, names
+        states = {p.name for p in (checkpoint / "zero").iterdir()}
+        assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= states, states
+        json.loads((checkpoint / "progress.json").read_text())
+    assert not list(jobs["storage"].rglob("*.staging")) and not list(jobs["work"].rglob(".*.export"))
+
+
+def test_finetune_job_starts_from_the_pamlm_model(jobs: dict) -> None:
+    assert jobs["codes"][2] == 0, _log(jobs, 2)[-5000:]
+    metrics = json.loads((jobs["work"] / "finetune" / "metrics.json").read_text())
+    assert metrics["stage"] == "finetune" and metrics["world_size"] == 2
+    assert 0 < metrics["test"]["auc"] < 1 and 0 < metrics["fusion_weight"] < 1
+    assert metrics["best_epoch"] in (0, 1) and len(metrics["history"]) >= 1
+    assert (jobs["work"] / "finetune" / "model" / "checkpoint.json").is_file()
