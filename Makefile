@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test bench-prepare bench-ctr-train bench-train bench-serve clean
+.PHONY: install run test bench-prepare bench-ctr-train bench-train bench-serve bench-hybrid clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ bench-train: install
 ## Serving latency from raw candidates: DCNv2, ClickPrompt without / with MiniLM (~5 min; needs `make run` data).
 bench-serve: install
 	$(PY) perf/bench_serve.py
+
+## Hybrid engine per-rank memory and samples/s: 1 vs 2 ranks, ZeRO-3/2/0, MiniLM (~7 min).
+bench-hybrid: install
+	$(PY) perf/bench_hybrid.py --cases 1:3 2:3 2:2 2:0 --rows 300000 --set ctr.embedding_dim=32
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -9,10 +9,11 @@ run, and every rank reports:
 - peak RSS of the rank's process (everything: libraries, activations, buffers);
 - samples/s of the whole group.
 
-    python perf/bench_hybrid.py                          # MiniLM, CPU, gloo (~4 min)
-    python perf/bench_hybrid.py --cases 1:3 2:3 2:2 2:0  # ranks:ZeRO stage
+    python perf/bench_hybrid.py                          # 1 vs 2 ranks, ZeRO-3, MiniLM, CPU, gloo (~2 min)
+    python perf/bench_hybrid.py --cases 1:3 2:3 2:2 2:0  # RANKS:ZERO_STAGE cases (~5 min)
 
-Prints a table and writes perf/results/hybrid_<device>.{json,md}.
+Prints a table and writes perf/results/hybrid_<device>.{json,md,png}. --redraw rebuilds the
+table and plot from an existing JSON (e.g. one copied from another machine).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
-from report import write_markdown  # noqa: E402
+from report import save_figure, write_markdown  # noqa: E402
 
 from cp_dist.clickprompt.masking import TokenMasker  # noqa: E402
 from cp_dist.config import load_config  # noqa: E402
@@ -119,9 +120,12 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--redraw", type=Path, metavar="JSON", help="only rebuild the .md and .png of this result")
     args = parser.parse_args()
     if args.child:
         return _child(args)
+    if args.redraw:
+        return _write(json.loads(args.redraw.read_text()), args.redraw.with_suffix(""))
 
     config = load_config("goodreads-smoke", [f"prompt.plm={args.encoder}", *args.set])
     data = prepared_data("goodreads", config, None, args.rows, args.work.resolve() / f"rows-{args.rows}")
@@ -145,12 +149,39 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     args.results.mkdir(parents=True, exist_ok=True)
     write_json(args.results / f"hybrid_{device}.json", result)
-    table = _table(rows)
+    _write(result, args.results / f"hybrid_{device}")
+
+
+def _write(result: dict, stem: Path) -> None:
+    """Prints the table; writes STEM.md and STEM.png beside STEM.json."""
+    table = _table(result["cases"])
     print(table)
-    write_markdown(args.results / f"hybrid_{device}.md", f"# Hybrid engine: per-rank memory and throughput\n\n"
-                   f"`{result['command']}` on {result['machine'].get('cpu', 'this machine')}; encoder {args.encoder}, "
-                   f"row-wise tables, PA-MLM steps of {args.batch} rows.\n\n{table}\n")
-    print(f"wrote {args.results}/hybrid_{device}.json and .md")
+    write_markdown(stem.with_suffix(".md"), f"# Hybrid engine: per-rank memory and throughput\n\n"
+                   f"`{result['command']}` on {result['machine'].get('cpu', 'this machine')}; encoder {result['encoder']}, "
+                   f"row-wise tables, PA-MLM steps of {result['batch']} rows.\n\n{table}\n")
+    _plot(result["cases"], stem.with_suffix(".png"))
+    print(f"wrote {stem}.json, .md and .png")
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    """Rank 0's memory per case: the encoder's training state (stacked) and the table shards."""
+    import matplotlib.pyplot as plt
+
+    figure, (encoder, tables) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]})
+    cases = [r for r in rows if r["rank"] == 0]
+    labels = [f"{r['ranks']} rank{'s' if r['ranks'] > 1 else ''}\nZeRO-{r['zero_stage']}" for r in cases]
+    parameters = [r["encoder_parameters_mib"] for r in cases]
+    encoder.bar(labels, parameters, label="parameters")
+    encoder.bar(labels, [r["encoder_optimizer_mib"] for r in cases], bottom=parameters, label="optimizer state")
+    for x, r in enumerate(cases):
+        total = r["encoder_parameters_mib"] + r["encoder_optimizer_mib"]
+        encoder.text(x, total, f"{r['samples_per_second']:.1f} samples/s", ha="center", va="bottom", fontsize=8)
+    encoder.set_ylabel("MiB held by rank 0")
+    encoder.set_title("dense model under DeepSpeed (PA-MLM)", fontsize=10)
+    encoder.legend(fontsize=8)
+    tables.bar(labels, [r["tables_mib"] + r["table_optimizer_mib"] for r in cases], color="tab:green")
+    tables.set_title("embedding tables + Adagrad state (TorchRec)", fontsize=10)
+    save_figure(figure, path)
 
 
 def _table(rows: list[dict]) -> str:
