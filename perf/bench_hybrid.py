@@ -65,7 +65,7 @@ def _dense_state(engine) -> tuple[int, int]:
 
 def _measure(rank: RankInfo, data: Path, overrides: list[str], warmup: int, steps: int, out: Path) -> None:
     config = load_config("goodreads-smoke", overrides)
-    job = StageJob("pamlm", data, config)
+    job = StageJob("pamlm", data, out, config)
     model, _ = build_stage_model(rank, job, DatasetMeta.load(data).fields)
     settings = config.pretrain
     loader = SplitLoader(data, ["train", "valid"], global_batch_size=settings.global_batch_size, rank=rank.rank,

@@ -13,8 +13,8 @@ back to the host. Cases, all measured in this run one after the other:
 
 Weights are random (latency does not depend on them); RoBERTa configurations use MiniLM's tokenizer,
 whose cost is of the same order. Each case runs until --requests requests or --seconds seconds; the
-four CTR-only cases take turns request by request. Every row also reports the host-side part of a
-request (vocabulary lookup; text and tokens for the PLM).
+four CTR-only cases take turns request by request, in a random order each time. Every row also
+reports the host-side part of a request (vocabulary lookup; text and tokens for the PLM).
 
     python perf/bench_serve.py                                   # CPU: MiniLM only
     python perf/bench_serve.py --encoders minilm random:roberta-base random:roberta-large   # GPU
@@ -56,15 +56,18 @@ def _candidates(data: Path, meta: DatasetMeta, count: int) -> list[dict]:
 
 def _measure(scorers: dict[tuple[str, str], Scorer], requests: list[list[dict]], budget_s: float) -> dict:
     """Per case: (request seconds, of which host-side input preparation). Cases measured together
-    take turns request by request, in reversed order every other request, so that neither drift on
-    a shared machine nor going first favours one of them."""
+    take turns request by request, in a fresh random order for every request, so that neither
+    drift on a shared machine nor a place in the round (e.g. right after another model, whose
+    weights then fill the caches) favours one of them."""
     for scorer in scorers.values():  # warm-up (and compilation, where there is one)
         for request in requests[:2]:
             scorer.score(request)
     times = {key: ([], []) for key in scorers}
+    keys, order = list(scorers), np.random.default_rng(0)
     started = time.perf_counter()
-    for number, request in enumerate(requests):
-        for key, scorer in list(scorers.items())[:: 1 if number % 2 == 0 else -1]:
+    for request in requests:
+        for index in order.permutation(len(keys)):
+            key, scorer = keys[index], scorers[keys[index]]
             start = time.perf_counter()
             inputs = scorer.inputs(request)
             prepared = time.perf_counter()
@@ -123,7 +126,7 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="+", default=["minilm"], help="PLMs of the with-PLM cases")
     parser.add_argument("--tokenizer", default="minilm", help="tokenizer of every with-PLM case")
     parser.add_argument("--candidates", nargs="+", type=int, default=[1, 64, 1024])
-    parser.add_argument("--requests", type=int, default=300, help="requests per case at most")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per case at most")
     parser.add_argument("--seconds", type=float, default=10.0, help="time per case at most (at least 5 requests)")
     parser.add_argument("--prompts", type=int, default=5)
     parser.add_argument("--max-length", type=int, default=64)

@@ -9,6 +9,7 @@ The job scripts (jobs/pamlm_goodreads.py, jobs/finetune_goodreads.py) are thin w
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,7 +23,9 @@ from cp_dist.data.errors import DataError
 from cp_dist.data.fetch import cache_root
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.process_group import RankInfo, quiet_library_noise, resolve_placement
-from cp_dist.training.resumable import StageJob, export_result, run_stage
+from cp_dist.distributed.tables import INDEX_FILE
+from cp_dist.training.loop import CHECKPOINT_DIR
+from cp_dist.training.resumable import METRICS_FILE, StageJob, run_stage
 
 
 class RayCheckpoints:
@@ -88,14 +91,13 @@ def trainer(job: StageJob, storage: str, name: str):
     )
 
 
-def run_on_ray(job: StageJob, out_dir: Path, storage: str, name: str) -> dict:
-    """Runs the stage on the Ray cluster this process is connected to (or a local one), then
-    copies the final model and metrics from the last checkpoint to out_dir."""
+def run_on_ray(job: StageJob, storage: str, name: str) -> dict:
+    """Runs the stage on the Ray cluster this process is connected to (or a local one); returns
+    the metrics the workers wrote to job.out_dir."""
     result = trainer(job, storage, name).fit()
     if result.error is not None:
         raise result.error
-    with result.checkpoint.as_directory() as directory:
-        return export_result(Path(directory), out_dir)
+    return json.loads((job.out_dir / METRICS_FILE).read_text())
 
 
 # --- the job scripts -------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def job_parser(stage: str, dataset: str, script: str) -> argparse.ArgumentParser
     parser.add_argument("--storage", help="Ray Train storage_path (default: WORK/ray)")
     parser.add_argument("--name", default=stage, help="the run: results in WORK/NAME, checkpoints in STORAGE/NAME (default: %(default)s)")
     if stage == "finetune":
-        parser.add_argument("--pretrained", type=Path, help="a PA-MLM model directory (default: WORK/pamlm/model)")
+        parser.add_argument("--pretrained", type=Path, help="a PA-MLM run directory (default: WORK/pamlm)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a preset value")
     parser.add_argument("--fail-at-step", type=int, help="rehearse a failure: the last worker kills itself at this step once")
     return parser
@@ -163,17 +165,17 @@ def job_main(stage: str, dataset: str, script: str, argv: list[str] | None = Non
     data = prepared_data(dataset, config, args.raw, args.synthetic_rows, work)
     init_from = None
     if stage == "finetune":
-        init_from = (args.pretrained or work / "pamlm" / "model").resolve()
-        if not (init_from / "checkpoint.json").is_file():
+        init_from = (args.pretrained or work / "pamlm").resolve() / CHECKPOINT_DIR
+        if not (init_from / INDEX_FILE).is_file():
             raise DataError(f"{init_from}: no PA-MLM model; run jobs/pamlm_{dataset}.py first or pass --pretrained")
-    job = StageJob(stage, data, config, init_from=init_from, fail_at_step=args.fail_at_step)
+    job = StageJob(stage, data, work / args.name, config, init_from=init_from, fail_at_step=args.fail_at_step)
     storage = args.storage or str(work / "ray")
     print(f"{stage} on {dataset}: preset {args.preset}, {config.distributed.nproc} workers, ZeRO-{config.distributed.zero_stage}, "
           f"tables {config.distributed.sharding}; storage {storage}")
-    result = run_on_ray(job, work / args.name, storage, args.name)
+    result = run_on_ray(job, storage, args.name)
     last = result["history"][-1]
     summary = f"{stage} finished: {result['steps']} steps, last epoch loss {last['loss']:.4f}"
     if stage == "finetune":
         summary += f", best epoch {result['best_epoch']}: valid AUC {result['valid']['auc']:.4f}, test AUC {result['test']['auc']:.4f}"
-    print(f"{summary}\nwrote {work / args.name}/model and {work / args.name}/metrics.json")
+    print(f"{summary}\nwrote {work / args.name}/checkpoint and {work / args.name}/metrics.json")
     return result

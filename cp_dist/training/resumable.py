@@ -3,9 +3,11 @@ checkpointed every N steps and resumable from any checkpoint: dense weights and 
 (DeepSpeed), table shards and their optimizer state (TorchRec), data position, per-rank RNG.
 
 Ray Train's workers run `run_stage` with a RayCheckpoints store (cp_dist.training.ray_jobs);
-`launch()` runs it with LocalCheckpoints, in one process or spawned ones. Both end with a
-checkpoint whose `model/` is the trained model in cp_dist's format and whose `metrics.json` is
-the stage's result.
+`launch()` runs it with LocalCheckpoints, in one process or spawned ones. The result goes to the
+job's out_dir, a directory every rank can write, laid out like a `cp-dist` run: `checkpoint/`
+holds the model (PA-MLM: the final one; finetuning: the epoch with the best validation AUC, written
+when it improves) and `metrics.json` the result. Resume points are separate (Ray storage, or
+out_dir/resume/ for local runs).
 """
 
 from __future__ import annotations
@@ -38,20 +40,20 @@ from cp_dist.io import replace_dir, write_json
 from cp_dist.pretrained import load_tokenizer
 from cp_dist.training.clickprompt import click_logits, click_loss, clickprompt_model, clickprompt_optimizer, pamlm_loss
 from cp_dist.training.evaluate import evaluate
-from cp_dist.training.loop import global_step_losses
+from cp_dist.training.loop import CHECKPOINT_DIR, global_step_losses
 
 STAGES = ("pamlm", "finetune")
 PROGRESS_FILE = "progress.json"
 METRICS_FILE = "metrics.json"
-MODEL_DIR = "model"
 
 
 @dataclass(frozen=True)
 class StageJob:
     stage: str  # pamlm | finetune (with the PLM)
     data_dir: Path
+    out_dir: Path  # checkpoint/ and metrics.json; shared by all ranks (all nodes)
     config: Config
-    init_from: Path | None = None  # finetune: a cp_dist model directory, e.g. PA-MLM's final model/
+    init_from: Path | None = None  # finetune: a cp_dist checkpoint directory, e.g. a PA-MLM run's checkpoint/
     fail_at_step: int | None = None  # rehearsal: the last rank SIGKILLs itself at this step, unless resumed
 
 
@@ -155,10 +157,9 @@ def run_stage(rank: RankInfo, job: StageJob, checkpoints: Checkpoints) -> None:
     precision = config.train.precision
     started = time.perf_counter() - progress.seconds
 
-    def checkpoint(metrics: dict, with_model: bool) -> None:
+    def checkpoint(metrics: dict) -> None:
         progress.seconds = time.perf_counter() - started
-        checkpoints.save(lambda d: _write(model, d, progress, rank, job, info if with_model else None),
-                         {"global_step": progress.global_step, **metrics})
+        checkpoints.save(lambda d: _write_state(model, d, progress, rank), {"global_step": progress.global_step, **metrics})
 
     pending: list[torch.Tensor] = []
     while progress.epoch < settings.epochs and not progress.done:
@@ -183,7 +184,7 @@ def run_stage(rank: RankInfo, job: StageJob, checkpoints: Checkpoints) -> None:
             if every and progress.global_step % every == 0 and not last_step:  # the epoch's end checkpoints anyway
                 progress.epoch_losses += global_step_losses(pending, rank)
                 pending.clear()
-                checkpoint({"epoch": progress.epoch, "loss": progress.epoch_losses[-1]}, with_model=False)
+                checkpoint({"epoch": progress.epoch, "loss": progress.epoch_losses[-1]})
         if pending:
             progress.epoch_losses += global_step_losses(pending, rank)
             pending.clear()
@@ -197,14 +198,22 @@ def run_stage(rank: RankInfo, job: StageJob, checkpoints: Checkpoints) -> None:
             summary["test"] = evaluate(score, _eval_loader(job, "test", rank), rank.device)  # reported for the best epoch
             if summary["valid"]["auc"] > progress.best_valid_auc:
                 progress.best_valid_auc, progress.best_epoch = summary["valid"]["auc"], progress.epoch
+                _save_model(model, job)
             elif progress.epoch - progress.best_epoch >= settings.patience:
                 progress.done = True
         progress.history.append({**summary, "seconds": time.perf_counter() - started})
         progress.epoch, progress.batch_in_epoch, progress.epoch_losses = progress.epoch + 1, 0, []
         stopped = max_steps is not None and progress.global_step >= max_steps
         progress.done = progress.done or stopped or progress.epoch >= settings.epochs
+        if progress.done:  # written before the last checkpoint: a restart after it finds them in place
+            if job.stage == "pamlm":
+                _save_model(model, job)
+            progress.seconds = time.perf_counter() - started
+            result = _result(model, progress, rank, job, info)  # collective under ZeRO-3 (the fusion weight)
+            if rank.is_main:
+                write_json(job.out_dir / METRICS_FILE, result)
         checkpoint({"epoch": summary["epoch"], "loss": summary["loss"],
-                    **({"valid_auc": summary["valid"]["auc"]} if "valid" in summary else {})}, with_model=progress.done)
+                    **({"valid_auc": summary["valid"]["auc"]} if "valid" in summary else {})})
 
 
 def _eval_loader(job: StageJob, split: str, rank: RankInfo) -> SplitLoader:
@@ -212,25 +221,22 @@ def _eval_loader(job: StageJob, split: str, rank: RankInfo) -> SplitLoader:
                        world_size=rank.world_size, text=True)
 
 
-def _write(model: HybridModel, directory: Path, progress: Progress, rank: RankInfo, job: StageJob,
-           model_info: dict | None) -> None:
-    """This rank's part of a checkpoint (collective: every rank calls it); with model_info, also
-    the trained model and the stage's result."""
+def _write_state(model: HybridModel, directory: Path, progress: Progress, rank: RankInfo) -> None:
+    """This rank's part of a checkpoint (collective: every rank calls it)."""
     model.save_state(directory)
     states = {"cpu": torch.get_rng_state()}
     if rank.device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(rank.device)
     save_file(states, str(directory / f"rng-rank{rank.rank:05d}.safetensors"))
-    if model_info is not None:
-        meta = DatasetMeta.load(job.data_dir)
-        stage = "pretrain" if job.stage == "pamlm" else "finetune_with_plm"
-        model.save_model(directory / MODEL_DIR, {"stage": stage, "config": job.config.to_dict(), "dataset": meta.dataset})
     if rank.is_main:
         (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress), indent=2) + "\n")
-    if model_info is not None:
-        result = _result(model, progress, rank, job, model_info)  # collective under ZeRO-3 (the fusion weight)
-        if rank.is_main:
-            (directory / METRICS_FILE).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _save_model(model: HybridModel, job: StageJob) -> None:
+    """The model as it is now, to out_dir/checkpoint (collective; replaces the previous one atomically)."""
+    stage = "pretrain" if job.stage == "pamlm" else "finetune_with_plm"
+    model.save_model(job.out_dir / CHECKPOINT_DIR, {"stage": stage, "config": job.config.to_dict(),
+                                               "dataset": DatasetMeta.load(job.data_dir).dataset})
 
 
 def _result(model: HybridModel, progress: Progress, rank: RankInfo, job: StageJob, model_info: dict) -> dict:
@@ -264,27 +270,12 @@ def _restore(model: HybridModel, directory: Path, rank: RankInfo) -> Progress:
     return Progress(**json.loads((directory / PROGRESS_FILE).read_text()))
 
 
-def export_result(checkpoint: Path, out_dir: Path) -> dict:
-    """Copies a finished run's final checkpoint (its model/ and metrics.json) to out_dir."""
-    if not (checkpoint / METRICS_FILE).is_file():
-        raise FileNotFoundError(f"{checkpoint}: not the final checkpoint of a finished run (no {METRICS_FILE})")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f".{MODEL_DIR}.export"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(checkpoint / MODEL_DIR, staging)
-    replace_dir(staging, out_dir / MODEL_DIR)
-    result = json.loads((checkpoint / METRICS_FILE).read_text())
-    write_json(out_dir / METRICS_FILE, result)
-    return result
-
-
-def train_stage(job: StageJob, out_dir: Path) -> dict:
-    """Runs the stage on config.distributed.nproc local ranks (spawned, loopback). out_dir/checkpoints/
-    keeps the last resume points, so running it again after a crash resumes; out_dir/model and
+def train_stage(job: StageJob) -> dict:
+    """Runs the stage on config.distributed.nproc local ranks (spawned, loopback). out_dir/resume/
+    keeps the last resume points, so running it again after a crash resumes; out_dir/checkpoint and
     out_dir/metrics.json are the result."""
-    launch(_local_rank, job.config.distributed, job, out_dir / "checkpoints")
-    with LocalCheckpoints(out_dir / "checkpoints").latest() as final:
-        return export_result(final, out_dir)
+    launch(_local_rank, job.config.distributed, job, job.out_dir / "resume")
+    return json.loads((job.out_dir / METRICS_FILE).read_text())
 
 
 def _local_rank(rank: RankInfo, job: StageJob, root: Path) -> None:

@@ -25,14 +25,14 @@ def test_two_rank_hybrid_pamlm_matches_one_process(setup, tmp_path: Path, zero_s
     single = pretrain(base / "data", tmp_path / "single", load_config("ml-1m", settings))
     hybrid_config = load_config("ml-1m", [*settings, "distributed.nproc=2", f"distributed.zero_stage={zero_stage}",
                                           "distributed.sharding=row_wise"])
-    hybrid = train_stage(StageJob("pamlm", base / "data", hybrid_config), tmp_path / "hybrid")
+    hybrid = train_stage(StageJob("pamlm", base / "data", tmp_path / "hybrid", hybrid_config))
     one, two = single["history"][0]["step_losses"], hybrid["history"][0]["step_losses"]
     assert len(one) == len(two) == 6 and hybrid["world_size"] == 2 and hybrid["zero_stage"] == zero_stage
     gap = np.max(np.abs(np.array(one) - np.array(two)))
     print(f"ZeRO-{zero_stage} PA-MLM, largest step-loss gap over 6 steps: {gap:.2e}")
     assert gap < TOLERANCE, (one, two)
     # The exported model (ZeRO-3: gathered from the partitions) holds the same weights.
-    saved = [load_file(str(run / "dense.safetensors")) for run in (tmp_path / "single" / "checkpoint", tmp_path / "hybrid" / "model")]
+    saved = [load_file(str(run / "dense.safetensors")) for run in (tmp_path / "single" / "checkpoint", tmp_path / "hybrid" / "checkpoint")]
     assert saved[0].keys() == saved[1].keys()
     assert max(float((saved[0][k] - saved[1][k]).abs().max()) for k in saved[0]) < 1e-4
 
@@ -42,7 +42,7 @@ def test_two_rank_hybrid_finetuning_matches_one_process(setup, tmp_path: Path) -
     settings = [*settings, "finetune.global_batch_size=64"]
     single = finetune_with_plm(base / "data", None, tmp_path / "single", load_config("ml-1m", settings))
     hybrid_config = load_config("ml-1m", [*settings, "distributed.nproc=2", "distributed.zero_stage=2"])
-    hybrid = train_stage(StageJob("finetune", base / "data", hybrid_config), tmp_path / "hybrid")
+    hybrid = train_stage(StageJob("finetune", base / "data", tmp_path / "hybrid", hybrid_config))
     one, two = single["history"][0]["step_losses"], hybrid["history"][0]["step_losses"]
     assert len(one) == len(two) > 10
     gap = np.max(np.abs(np.array(one) - np.array(two)))

@@ -52,7 +52,7 @@ def test_entrypoints_run_real_jobs_with_valid_options(path: Path) -> None:
     assert args.work.is_absolute() and args.storage.startswith("/mnt/cluster_storage/")
     if stage == "finetune":  # starts from where the PA-MLM job writes its model
         pamlm = job_parser("pamlm", dataset, "x").parse_args(shlex.split(_yaml(CLUSTER / "kuberay" / "rayjob-pamlm.yaml")["spec"]["entrypoint"])[2:])
-        assert args.pretrained == pamlm.work / pamlm.name / "model"
+        assert args.pretrained == pamlm.work / pamlm.name
 
 
 def test_resources_fit_the_production_preset() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from cp_dist.cli import main
 from tests.jobs.conftest import run_ray_jobs
 
 #: An uninterrupted run and a resumed one replay the same float32 operations in the same order:
@@ -41,7 +42,7 @@ def test_smoke_pamlm_job_completes_with_metrics_and_a_checkpoint(jobs: dict) -> 
     assert all("row_wise" in plan for plan in metrics["sharding"].values())
     losses = metrics["history"][0]["step_losses"]
     assert len(losses) == 8 and all(np.isfinite(losses)) and metrics["resumed_at"] == []
-    index = json.loads((run / "model" / "checkpoint.json").read_text())
+    index = json.loads((run / "checkpoint" / "checkpoint.json").read_text())
     assert index["stage"] == "pretrain" and index["files"] == ["tables-rank00000.safetensors", "tables-rank00001.safetensors"]
     checkpoints = [p for p in (jobs["storage"] / "pamlm").glob("checkpoint_*") if p.is_dir()]
     assert len(checkpoints) == 2, "CheckpointConfig(num_to_keep=2)"
@@ -60,7 +61,7 @@ def test_killed_worker_resumes_from_the_last_checkpoint_and_matches(jobs: dict) 
     assert gap <= TOLERANCE
     weights = []
     for run in ("pamlm", "pamlm-killed"):
-        with safe_open(str(jobs["work"] / run / "model" / "dense.safetensors"), framework="np") as handle:
+        with safe_open(str(jobs["work"] / run / "checkpoint" / "dense.safetensors"), framework="np") as handle:
             weights.append({k: handle.get_tensor(k) for k in handle.keys()})
     assert max(np.abs(weights[0][k] - weights[1][k]).max() for k in weights[0]) <= TOLERANCE
     # Every checkpoint Ray kept is complete: each rank's files, DeepSpeed's states, the progress.
@@ -71,7 +72,7 @@ def test_killed_worker_resumes_from_the_last_checkpoint_and_matches(jobs: dict) 
         states = {p.name for p in (checkpoint / "zero").iterdir()}
         assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= states, states
         json.loads((checkpoint / "progress.json").read_text())
-    assert not list(jobs["storage"].rglob("*.staging")) and not list(jobs["work"].rglob(".*.export"))
+    assert not list(jobs["storage"].rglob("*.staging")) and not list(jobs["work"].rglob("*.staging"))
 
 
 def test_finetune_job_starts_from_the_pamlm_model(jobs: dict) -> None:
@@ -80,4 +81,7 @@ def test_finetune_job_starts_from_the_pamlm_model(jobs: dict) -> None:
     assert metrics["stage"] == "finetune" and metrics["world_size"] == 2
     assert 0 < metrics["test"]["auc"] < 1 and 0 < metrics["fusion_weight"] < 1
     assert metrics["best_epoch"] in (0, 1) and len(metrics["history"]) >= 1
-    assert (jobs["work"] / "finetune" / "model" / "checkpoint.json").is_file()
+    # checkpoint/ is the best epoch's model: rebuilt from it alone, it scores what the job reported.
+    assert main(["evaluate", "--run", str(jobs["work"] / "finetune"), "--data", str(jobs["work"] / "data"), "--split", "valid"]) == 0
+    valid = json.loads((jobs["work"] / "finetune" / "eval_valid.json").read_text())
+    assert abs(valid["auc"] - metrics["valid"]["auc"]) < 1e-5
