@@ -54,7 +54,7 @@ def pretrain(data_dir: Path, out_dir: Path, config: Config, *, overwrite: bool =
     """PA-MLM on train + valid; writes out_dir/pretrain.json and out_dir/checkpoint/."""
     if config.prompt.num_prompts < 1:
         raise DataError("PA-MLM aligns the CTR model with the PLM through prompts: prompt.num_prompts must be at least 1")
-    _check_text(data_dir, config)
+    check_text(data_dir, config)
     _check_out(out_dir / PRETRAIN_FILE, overwrite)
     launch(_pretrain_rank, config.distributed, ClickPromptJob(data_dir, out_dir, config))
     return json.loads((out_dir / PRETRAIN_FILE).read_text())
@@ -63,7 +63,7 @@ def pretrain(data_dir: Path, out_dir: Path, config: Config, *, overwrite: bool =
 def finetune_with_plm(data_dir: Path, pretrained: Path | None, out_dir: Path, config: Config, *, overwrite: bool = False) -> dict:
     """CTR model + generator + PLM from PA-MLM (or fresh when pretrained is None: the ablation
     without PA-MLM), fresh heads; early stopping on validation AUC."""
-    _check_text(data_dir, config)
+    check_text(data_dir, config)
     _check_out(out_dir / METRICS_FILE, overwrite)
     launch(_finetune_rank, config.distributed, ClickPromptJob(data_dir, out_dir, config, pretrained))
     return json.loads((out_dir / METRICS_FILE).read_text())
@@ -74,7 +74,8 @@ def finetune_without_plm(data_dir: Path, pretrained: Path, out_dir: Path, config
     return train_ctr(data_dir, out_dir, config, overwrite=overwrite, init_from=pretrained / CHECKPOINT_DIR)
 
 
-def _check_text(data_dir: Path, config: Config) -> None:
+def check_text(data_dir: Path, config: Config) -> None:
+    """The data's token ids are those of config.prompt.plm's tokenizer."""
     tokenizer = DatasetMeta.load(data_dir).tokenizer
     if tokenizer is None or tokenizer["name"] != config.prompt.plm:
         found = "no pre-tokenized text" if tokenizer is None else f"text tokenized for {tokenizer['name']!r}"

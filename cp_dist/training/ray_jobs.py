@@ -25,7 +25,7 @@ from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.process_group import RankInfo, quiet_library_noise, resolve_placement
 from cp_dist.distributed.tables import INDEX_FILE
 from cp_dist.training.loop import CHECKPOINT_DIR
-from cp_dist.training.resumable import METRICS_FILE, StageJob, run_stage
+from cp_dist.training.resumable import METRICS_FILE, StageJob, check_job, run_stage
 
 
 class RayCheckpoints:
@@ -169,6 +169,7 @@ def job_main(stage: str, dataset: str, script: str, argv: list[str] | None = Non
         if not (init_from / INDEX_FILE).is_file():
             raise DataError(f"{init_from}: no PA-MLM model; run jobs/pamlm_{dataset}.py first or pass --pretrained")
     job = StageJob(stage, data, work / args.name, config, init_from=init_from, fail_at_step=args.fail_at_step)
+    check_job(job)
     storage = args.storage or str(work / "ray")
     print(f"{stage} on {dataset}: preset {args.preset}, {config.distributed.nproc} workers, ZeRO-{config.distributed.zero_stage}, "
           f"tables {config.distributed.sharding}; storage {storage}")

@@ -31,14 +31,23 @@ from tqdm.auto import tqdm
 from cp_dist.clickprompt.masking import TokenMasker
 from cp_dist.clickprompt.model import FINETUNE_HEADS
 from cp_dist.config import Config
+from cp_dist.data.errors import DataError
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
-from cp_dist.distributed.hybrid import HybridModel, build_hybrid
+from cp_dist.distributed.hybrid import ZERO_STAGES, HybridModel, build_hybrid
 from cp_dist.distributed.process_group import RankInfo, launch
 from cp_dist.distributed.sharding import describe_plan
+from cp_dist.distributed.tables import INDEX_FILE
 from cp_dist.io import replace_dir, write_json
 from cp_dist.pretrained import load_tokenizer
-from cp_dist.training.clickprompt import click_logits, click_loss, clickprompt_model, clickprompt_optimizer, pamlm_loss
+from cp_dist.training.clickprompt import (
+    check_text,
+    click_logits,
+    click_loss,
+    clickprompt_model,
+    clickprompt_optimizer,
+    pamlm_loss,
+)
 from cp_dist.training.evaluate import evaluate
 from cp_dist.training.loop import CHECKPOINT_DIR, global_step_losses
 
@@ -117,6 +126,23 @@ def _stage_settings(job: StageJob):
     if job.stage not in STAGES:
         raise ValueError(f"stage {job.stage!r}: expected one of {', '.join(STAGES)}")
     return job.config.pretrain if job.stage == "pamlm" else job.config.finetune
+
+
+def check_job(job: StageJob) -> None:
+    """Settings that would otherwise fail inside every worker, checked once before any starts."""
+    config, settings = job.config, _stage_settings(job)
+    distributed = config.distributed
+    if distributed.zero_stage not in ZERO_STAGES:
+        raise DataError(f"distributed.zero_stage is {distributed.zero_stage}; expected one of {', '.join(map(str, ZERO_STAGES))}")
+    section = "pretrain" if job.stage == "pamlm" else "finetune"
+    if settings.global_batch_size % distributed.nproc:
+        raise DataError(f"{section}.global_batch_size {settings.global_batch_size} is not divisible by "
+                        f"distributed.nproc {distributed.nproc} (each rank takes an equal slice)")
+    if job.stage == "pamlm" and config.prompt.num_prompts < 1:
+        raise DataError("PA-MLM aligns the CTR model with the PLM through prompts: prompt.num_prompts must be at least 1")
+    if job.init_from is not None and not (job.init_from / INDEX_FILE).is_file():
+        raise DataError(f"{job.init_from}: no cp_dist checkpoint to start from ({INDEX_FILE} missing)")
+    check_text(job.data_dir, config)
 
 
 def build_stage_model(rank: RankInfo, job: StageJob, fields) -> tuple[HybridModel, dict]:
@@ -274,6 +300,7 @@ def train_stage(job: StageJob) -> dict:
     """Runs the stage on config.distributed.nproc local ranks (spawned, loopback). out_dir/resume/
     keeps the last resume points, so running it again after a crash resumes; out_dir/checkpoint and
     out_dir/metrics.json are the result."""
+    check_job(job)
     launch(_local_rank, job.config.distributed, job, job.out_dir / "resume")
     return json.loads((job.out_dir / METRICS_FILE).read_text())
 

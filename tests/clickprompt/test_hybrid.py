@@ -3,6 +3,7 @@ against single-process training on the same global batches; resuming from a chec
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from cp_dist.config import load_config
+from cp_dist.data.errors import DataError
 from cp_dist.training.clickprompt import finetune_with_plm, pretrain
 from cp_dist.training.resumable import StageJob, train_stage
 
@@ -35,6 +37,19 @@ def test_two_rank_hybrid_pamlm_matches_one_process(setup, tmp_path: Path, zero_s
     saved = [load_file(str(run / "dense.safetensors")) for run in (tmp_path / "single" / "checkpoint", tmp_path / "hybrid" / "checkpoint")]
     assert saved[0].keys() == saved[1].keys()
     assert max(float((saved[0][k] - saved[1][k]).abs().max()) for k in saved[0]) < 1e-4
+
+
+@pytest.mark.parametrize("override, message", [
+    ("distributed.zero_stage=4", "distributed.zero_stage is 4; expected one of 0, 1, 2, 3"),
+    ("pretrain.global_batch_size=65", "pretrain.global_batch_size 65 is not divisible by distributed.nproc 2"),
+    ("prompt.plm=minilm", "text tokenized for"),
+])
+def test_bad_settings_fail_before_any_worker_starts(setup, tmp_path: Path, override: str, message: str) -> None:
+    base, settings = setup
+    config = load_config("ml-1m", [*settings, "distributed.nproc=2", override])
+    with pytest.raises(DataError, match=re.escape(message)):
+        train_stage(StageJob("pamlm", base / "data", tmp_path / "run", config))
+    assert not (tmp_path / "run").exists()
 
 
 def test_two_rank_hybrid_finetuning_matches_one_process(setup, tmp_path: Path) -> None:
