@@ -70,7 +70,7 @@ def _measure(rank: RankInfo, data: Path, overrides: list[str], warmup: int, step
     settings = config.pretrain
     loader = SplitLoader(data, ["train", "valid"], global_batch_size=settings.global_batch_size, rank=rank.rank,
                          world_size=rank.world_size, shuffle=True, drop_last=True, text=True)
-    masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=0, width=config.prompt.max_length)
+    masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=0, width=DatasetMeta.load(data).tokenizer["max_length"])
     batches = (b for epoch in range(10**6) for b in (loader.set_epoch(epoch), loader)[1])
     model.train()
 

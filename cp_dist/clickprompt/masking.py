@@ -16,7 +16,8 @@ MASK_SHARE, RANDOM_SHARE = 0.8, 0.1
 
 class TokenMasker:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, seed: int, probability: float = 0.15, width: int = 512):
-        """width: the longest tokenized text (prompt.max_length); draws are made for that many positions."""
+        """width: the longest tokenized text (the data's tokenization max_length); draws are made
+        for that many positions, so masks depend on it but not on how a batch is padded."""
         self.seed, self.probability, self.width = seed, probability, width
         self.mask_token_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
         self._special = torch.tensor(sorted(set(tokenizer.all_special_ids)))

@@ -32,7 +32,7 @@ ZERO_STAGES = (0, 1, 2, 3)
 ENGINE_TAG = "zero"  # DeepSpeed's checkpoint sub-folder
 
 
-def deepspeed_config(config: Config, global_batch_size: int, world_size: int, device: torch.device) -> dict:
+def deepspeed_config(config: Config, global_batch_size: int, world_size: int) -> dict:
     """ZeRO settings for one optimisation step per global batch, each rank holding its slice."""
     distributed = config.distributed
     if distributed.zero_stage not in ZERO_STAGES:
@@ -46,7 +46,10 @@ def deepspeed_config(config: Config, global_batch_size: int, world_size: int, de
         "gradient_accumulation_steps": 1,
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,  # AdamW with per-group learning rates (clickprompt_optimizer)
-        "bf16": {"enabled": config.train.precision == "bf16" and device.type == "cuda"},
+        # train.precision=bf16 is autocast inside the step (as everywhere in cp_dist): weights,
+        # gradients and optimizer states stay fp32, and so does the exported model. DeepSpeed's own
+        # bf16 mode would store the weights themselves in bf16.
+        "bf16": {"enabled": False},
         "gradient_clipping": 0.0,
         "steps_per_print": 2**31 - 1,
     }
@@ -112,14 +115,28 @@ class HybridModel:
 
     def save_model(self, directory: Path, extra: dict) -> None:
         """The trained model in cp_dist's checkpoint format (what `evaluate`, finetuning and serving
-        read), whatever the ZeRO stage: ZeRO-3's partitioned weights are gathered to rank 0."""
+        read), whatever the ZeRO stage. Call on every rank."""
+        save_model(self.tables, directory, extra, table_prefix=self.table_prefix, dense_state=self.dense_state())
+
+    def dense_state(self) -> dict[str, torch.Tensor]:
+        """The dense model's state_dict on the host (rank 0; empty elsewhere). Under ZeRO-3 each
+        module's partitioned parameters are gathered in turn, so no rank ever holds the whole
+        model at once; tied parameters stay one tensor (save_model stores them once)."""
         import deepspeed
 
-        module = self.engine.module
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None,
-                                               enabled=self.engine.zero_optimization_stage() == 3):
-            dense = {k: v for k, v in module.state_dict().items()}
-            save_model(self.tables, directory, extra, table_prefix=self.table_prefix, dense_state=dense)
+        module, rank = self.engine.module, torch.distributed.get_rank()
+        keep, on_host, state = set(module.state_dict()), {}, {}
+        for prefix, submodule in module.named_modules():
+            own = list(submodule.named_parameters(recurse=False)) + list(submodule.named_buffers(recurse=False))
+            with deepspeed.zero.GatheredParameters([p for _, p in submodule.named_parameters(recurse=False)],
+                                                   enabled=self.engine.zero_optimization_stage() == 3):
+                for name, tensor in own:
+                    key = f"{prefix}.{name}" if prefix else name
+                    if rank == 0 and key in keep:
+                        if id(tensor) not in on_host:
+                            on_host[id(tensor)] = tensor.detach().cpu().clone()
+                        state[key] = on_host[id(tensor)]
+        return state
 
 
 def split_tables(model: nn.Module) -> tuple[FieldEmbedding, str]:
@@ -154,6 +171,6 @@ def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, *,
     if init_from is not None:
         load_model(sharded, init_from, keep=keep, table_prefix=prefix, dense=model)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer_for(model), dist_init_required=False,
-                                      config=deepspeed_config(config, global_batch_size, rank.world_size, rank.device))
+                                      config=deepspeed_config(config, global_batch_size, rank.world_size))
     engine.checkpoint_engine = _safe_checkpoint_engine()
     return HybridModel(sharded, engine, prefix)

@@ -104,14 +104,15 @@ def save_model(model: nn.Module, directory: Path, extra: dict | None = None, *, 
 
     Layout: tables-rank<R>.safetensors (blocks keyed "<table>@<row>,<col>"), dense.safetensors,
     checkpoint.json (table shapes, files, `extra`). Files are staged in a hidden sibling and the
-    directory is replaced only once all ranks have written theirs.
+    directory is replaced only once all ranks have written theirs, so every rank must see the same
+    directory (one machine, or storage all nodes mount).
     """
     rank, world = _rank()
     staging = directory.parent / f".{directory.name}.staging"
     if rank == 0:
         shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
     _barrier()
-    staging.mkdir(parents=True, exist_ok=True)  # every rank: ranks may write to separate disks (Ray workers)
     blocks = {
         f"{b.table}@{b.row},{b.col}": b.tensor.detach().contiguous().cpu()
         for b in table_blocks(model, table_prefix)
@@ -143,8 +144,6 @@ def save_model(model: nn.Module, directory: Path, extra: dict | None = None, *, 
     if rank == 0:
         replace_dir(staging, directory)
     _barrier()
-    if rank != 0 and staging.exists():  # this rank's own disk: its files become its part of the directory
-        replace_dir(staging, directory)
 
 
 @torch.no_grad()

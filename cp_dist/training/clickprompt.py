@@ -193,7 +193,7 @@ def _pretrain_rank(rank: RankInfo, job: ClickPromptJob) -> None:
                                     embedding_lr=settings.embedding_lr)
     optimizer = clickprompt_optimizer(model, plm_lr=settings.plm_lr, dense_lr=settings.dense_lr, weight_decay=settings.weight_decay)
     masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=config.train.seed, probability=settings.mask_probability,
-                         width=config.prompt.max_length)
+                         width=meta.tokenizer["max_length"])  # the longest text the data can hold
     loader = SplitLoader(job.data_dir, ["train", "valid"], global_batch_size=settings.global_batch_size, rank=rank.rank,
                          world_size=rank.world_size, shuffle=True, seed=config.train.seed, drop_last=True, text=True)
     history, started, steps = [], time.perf_counter(), 0

@@ -112,7 +112,7 @@ in Ray storage, restarts from the last checkpoint when a worker dies.
 
 Without --raw, the job writes synthetic rows in {dataset}'s raw format (the smoke preset's data).
 --work must be a directory every node mounts (prepared data and results); --storage is Ray
-Train's storage_path (a shared directory or a URI such as s3://bucket/path).
+Train's storage_path (a shared directory; Ray also takes a URI such as s3://bucket/path).
 """
 
 

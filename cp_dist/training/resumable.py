@@ -54,6 +54,10 @@ from cp_dist.training.loop import CHECKPOINT_DIR, global_step_losses
 STAGES = ("pamlm", "finetune")
 PROGRESS_FILE = "progress.json"
 METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"  # what the run in out_dir was started with
+FAILED_MARKER = ".failure-rehearsed"
+#: Settings a run may change when it is resumed.
+RESUMABLE_CHANGES = ("distributed.max_failures",)
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class StageJob:
     out_dir: Path  # checkpoint/ and metrics.json; shared by all ranks (all nodes)
     config: Config
     init_from: Path | None = None  # finetune: a cp_dist checkpoint directory, e.g. a PA-MLM run's checkpoint/
-    fail_at_step: int | None = None  # rehearsal: the last rank SIGKILLs itself at this step, unless resumed
+    fail_at_step: int | None = None  # rehearsal: the last rank SIGKILLs itself once at this step
 
 
 @dataclass
@@ -143,6 +147,42 @@ def check_job(job: StageJob) -> None:
     if job.init_from is not None and not (job.init_from / INDEX_FILE).is_file():
         raise DataError(f"{job.init_from}: no cp_dist checkpoint to start from ({INDEX_FILE} missing)")
     check_text(job.data_dir, config)
+    _check_same_run(job)
+
+
+def _check_same_run(job: StageJob) -> None:
+    """A run directory is resumed only with the settings it was started with; otherwise a rerun
+    would silently continue (or return) a different run."""
+    started = {"stage": job.stage, "data": str(job.data_dir), "init_from": str(job.init_from) if job.init_from else None,
+               "config": job.config.to_dict()}
+    for key in RESUMABLE_CHANGES:
+        section, name = key.split(".")
+        del started["config"][section][name]
+    path = job.out_dir / RUN_FILE
+    if not path.is_file():
+        write_json(path, started)
+        return
+    saved = json.loads(path.read_text())
+    if saved != started:
+        key = next(k for k in _flat(started) | _flat(saved) if _flat(started).get(k) != _flat(saved).get(k))
+        raise DataError(f"{job.out_dir}: holds a run started with other settings ({key}: {_flat(saved).get(key)!r} "
+                        f"then, {_flat(started).get(key)!r} now); resume it as it was, or pick another --name / out_dir")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        flat |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return flat
+
+
+def _rehearse_failure(job: StageJob) -> None:
+    """This worker dies as a lost node's would (SIGKILL), once per run: the marker in out_dir stops
+    the restarted worker from dying again."""
+    marker = job.out_dir / FAILED_MARKER
+    if not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def build_stage_model(rank: RankInfo, job: StageJob, fields) -> tuple[HybridModel, dict]:
@@ -176,7 +216,7 @@ def run_stage(rank: RankInfo, job: StageJob, checkpoints: Checkpoints) -> None:
     splits = ["train", "valid"] if job.stage == "pamlm" else "train"
     train = SplitLoader(job.data_dir, splits, global_batch_size=settings.global_batch_size, shuffle=True,
                         seed=config.train.seed, drop_last=True, **per_rank)
-    masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=config.train.seed, width=config.prompt.max_length,
+    masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=config.train.seed, width=meta.tokenizer["max_length"],
                          probability=getattr(settings, "mask_probability", 0.15))
     max_steps = getattr(settings, "max_steps", None)
     every = config.distributed.checkpoint_every_steps
@@ -196,8 +236,8 @@ def run_stage(rank: RankInfo, job: StageJob, checkpoints: Checkpoints) -> None:
         for batch in batches:
             if max_steps is not None and progress.global_step >= max_steps:
                 break
-            if job.fail_at_step == progress.global_step and rank.rank == rank.world_size - 1 and restored is None:
-                os.kill(os.getpid(), signal.SIGKILL)  # a worker lost mid-run (rehearsal of recovery)
+            if job.fail_at_step == progress.global_step and rank.rank == rank.world_size - 1:
+                _rehearse_failure(job)
             if job.stage == "pamlm":
                 loss = pamlm_loss(model, masker, batch, progress.global_step, rank, precision)
             else:
@@ -224,7 +264,7 @@ def run_stage(rank: RankInfo, job: StageJob, checkpoints: Checkpoints) -> None:
             summary["test"] = evaluate(score, _eval_loader(job, "test", rank), rank.device)  # reported for the best epoch
             if summary["valid"]["auc"] > progress.best_valid_auc:
                 progress.best_valid_auc, progress.best_epoch = summary["valid"]["auc"], progress.epoch
-                _save_model(model, job)
+                _save_model(model, job, summary["epoch"])
             elif progress.epoch - progress.best_epoch >= settings.patience:
                 progress.done = True
         progress.history.append({**summary, "seconds": time.perf_counter() - started})
@@ -233,7 +273,7 @@ def run_stage(rank: RankInfo, job: StageJob, checkpoints: Checkpoints) -> None:
         progress.done = progress.done or stopped or progress.epoch >= settings.epochs
         if progress.done:  # written before the last checkpoint: a restart after it finds them in place
             if job.stage == "pamlm":
-                _save_model(model, job)
+                _save_model(model, job, summary["epoch"])
             progress.seconds = time.perf_counter() - started
             result = _result(model, progress, rank, job, info)  # collective under ZeRO-3 (the fusion weight)
             if rank.is_main:
@@ -258,11 +298,11 @@ def _write_state(model: HybridModel, directory: Path, progress: Progress, rank: 
         (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress), indent=2) + "\n")
 
 
-def _save_model(model: HybridModel, job: StageJob) -> None:
-    """The model as it is now, to out_dir/checkpoint (collective; replaces the previous one atomically)."""
+def _save_model(model: HybridModel, job: StageJob, epoch: int) -> None:
+    """The model as it is after `epoch`, to out_dir/checkpoint (collective; replaces the previous one atomically)."""
     stage = "pretrain" if job.stage == "pamlm" else "finetune_with_plm"
-    model.save_model(job.out_dir / CHECKPOINT_DIR, {"stage": stage, "config": job.config.to_dict(),
-                                               "dataset": DatasetMeta.load(job.data_dir).dataset})
+    model.save_model(job.out_dir / CHECKPOINT_DIR, {"stage": stage, "epoch": epoch, "config": job.config.to_dict(),
+                                                    "dataset": DatasetMeta.load(job.data_dir).dataset})
 
 
 def _result(model: HybridModel, progress: Progress, rank: RankInfo, job: StageJob, model_info: dict) -> dict:

@@ -1,5 +1,6 @@
 """The hybrid engine (TorchRec-sharded tables + DeepSpeed ZeRO over the dense model), 2 gloo ranks,
-against single-process training on the same global batches; resuming from a checkpoint."""
+against single-process training on the same global batches; a run killed mid-way and run again
+resumes from its last checkpoint; settings are checked before any rank starts."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
+from torch.multiprocessing import ProcessExitedException
 
 from cp_dist.config import load_config
 from cp_dist.data.errors import DataError
 from cp_dist.training.clickprompt import finetune_with_plm, pretrain
-from cp_dist.training.resumable import StageJob, train_stage
+from cp_dist.training.resumable import StageJob, check_job, train_stage
 
 #: float32 with another summation order (gradients all-reduced, tables split in two). Measured
 #: (printed by the tests): 1.9e-6 on PA-MLM losses of 10.3 (ZeRO-2 and -3), 1.2e-7 on finetuning.
@@ -64,3 +66,30 @@ def test_two_rank_hybrid_finetuning_matches_one_process(setup, tmp_path: Path) -
     print(f"ZeRO-2 finetuning, largest step-loss gap over {len(one)} steps: {gap:.2e}")
     assert gap < TOLERANCE
     assert abs(single["valid"]["auc"] - hybrid["valid"]["auc"]) < 1e-4
+
+
+def test_killed_run_resumes_from_its_last_checkpoint_and_matches(setup, tmp_path: Path) -> None:
+    """LocalCheckpoints under ZeRO-3 (the Ray test covers Ray's store under ZeRO-2)."""
+    base, settings = setup
+    config = load_config("ml-1m", [*settings, "pretrain.max_steps=6", "pretrain.global_batch_size=64", "distributed.nproc=2",
+                                   "distributed.zero_stage=3", "distributed.checkpoint_every_steps=2"])
+    clean = train_stage(StageJob("pamlm", base / "data", tmp_path / "clean", config))
+    killed = StageJob("pamlm", base / "data", tmp_path / "killed", config, fail_at_step=3)
+    with pytest.raises(ProcessExitedException, match="SIGKILL"):
+        train_stage(killed)
+    assert (tmp_path / "killed" / "resume" / "LATEST").read_text().strip() == "step-00000002"
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = train_stage(killed)  # run again as it was: resumes, and the rehearsed failure does not recur
+    assert resumed["resumed_at"] == [2] and clean["resumed_at"] == []
+    assert resumed["history"][0]["step_losses"] == clean["history"][0]["step_losses"]
+    kept = sorted(p.name for p in (tmp_path / "killed" / "resume").iterdir())
+    assert kept == ["LATEST", "step-00000004", "step-00000006"], "the last two checkpoints, nothing half-written"
+
+
+def test_a_run_directory_resumes_only_with_its_own_settings(setup, tmp_path: Path) -> None:
+    base, settings = setup
+    check_job(StageJob("pamlm", base / "data", tmp_path / "run", load_config("ml-1m", settings)))
+    check_job(StageJob("pamlm", base / "data", tmp_path / "run", load_config("ml-1m", [*settings, "distributed.max_failures=3"])))
+    changed = StageJob("pamlm", base / "data", tmp_path / "run", load_config("ml-1m", [*settings, "pretrain.plm_lr=1e-4"]))
+    with pytest.raises(DataError, match=r"pretrain.plm_lr: 5e-05 then, 0.0001 now"):
+        check_job(changed)
