@@ -9,7 +9,7 @@ run, and every rank reports:
 - peak RSS of the rank's process (everything: libraries, activations, buffers);
 - samples/s of the whole group.
 
-    python perf/bench_hybrid.py                          # 1 vs 2 ranks, ZeRO-3, MiniLM, CPU, gloo (~2 min)
+    python perf/bench_hybrid.py                          # 1 vs 2 ranks, ZeRO-3, MiniLM, CPU, gloo (~3 min)
     python perf/bench_hybrid.py --cases 1:3 2:3 2:2 2:0  # RANKS:ZERO_STAGE cases (~5 min)
 
 Prints a table and writes perf/results/hybrid_<device>.{json,md,png}. --redraw rebuilds the
