@@ -25,7 +25,7 @@ from cp_dist.data.fetch import cache_root, fetch_raw
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.prepare import PrepareOptions, prepare
 from cp_dist.data.stats import format_stats
-from cp_dist.data.text import render_text, tokenize_splits
+from cp_dist.data.text import ensure_tokenized, render_text
 from cp_dist.training.comparison import MAIN_VARIANTS, VARIANTS, format_comparison, run_comparison
 
 
@@ -44,9 +44,7 @@ def main() -> None:
     raw = fetch_raw("ml-100k", cache)
     data = cache / "prepared" / "ml-100k"
     meta = DatasetMeta.load(data) if (data / "meta.json").is_file() else prepare("ml-100k", raw, data, PrepareOptions())
-    wanted = {"name": config.prompt.plm, "max_length": config.prompt.max_length}
-    if meta.tokenizer is None or {k: meta.tokenizer[k] for k in wanted} != wanted:
-        meta = tokenize_splits(data, config.prompt.plm, max_length=config.prompt.max_length)
+    meta = ensure_tokenized(data, config.prompt.plm, config.prompt.max_length)
 
     print(f"raw files   {raw}\nprepared    {data}\n")
     print(format_stats(meta))

@@ -1,9 +1,9 @@
 """Inference latency, end to end from raw candidates: CTR-only models against ClickPrompt with its PLM.
 
 One request = a list of candidates, each a dict of raw field values taken from ML-100K's test
-split. A request's time covers what serving really does: vocabulary lookup (pyarrow), and for the
-with-PLM model the text template and tokenization, then the forward pass and the copy of the scores
-back to the host. Cases, all measured in this run one after the other:
+split. A request's time covers what serving really does: vocabulary lookup (dicts built from
+vocab.parquet), and for the with-PLM model the text template and tokenization, then the forward
+pass and the copy of the scores back to the host. Cases, all measured in this run one after the other:
 
 - dcnv2: the raw DCNv2 backbone (the served CTR model: tables as one nn.Embedding);
 - clickprompt-no-plm: ClickPrompt's CTR part, which is what ClickPrompt without the PLM serves;

@@ -29,7 +29,7 @@ class TokenMasker:
         rows, length = input_ids.shape
         global_rows = rows if global_rows is None else global_rows
         if length > self.width:
-            raise ValueError(f"text of {length} tokens is longer than the masker's width {self.width} (prompt.max_length)")
+            raise ValueError(f"text of {length} tokens is longer than the masker's width {self.width} (the tokenization max_length)")
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         draws = torch.rand(3, global_rows, self.width, generator=generator)[:, first_row : first_row + rows, :length]
         tokens = torch.randint(self.vocab_size, (global_rows, self.width), generator=generator)[first_row : first_row + rows, :length]

@@ -26,6 +26,16 @@ def render_text(table: pa.Table, fields: Sequence[FieldMeta]) -> pa.Array:
     return pc.binary_join_element_wise(*pieces, "")
 
 
+def ensure_tokenized(data_dir: Path, tokenizer_name: str, max_length: int) -> DatasetMeta:
+    """The prepared data's metadata, its splits tokenized with this tokenizer and length first if
+    they are not already."""
+    meta = DatasetMeta.load(data_dir)
+    wanted = {"name": tokenizer_name, "max_length": max_length}
+    if meta.tokenizer is None or {k: meta.tokenizer.get(k) for k in wanted} != wanted:
+        meta = tokenize_splits(data_dir, tokenizer_name, max_length=max_length)
+    return meta
+
+
 def tokenize_splits(data_dir: Path, tokenizer_name: str, *, max_length: int = 128, batch_rows: int = 8192) -> DatasetMeta:
     """Adds an `input_ids` list column to every split, rewriting each file atomically."""
     meta = DatasetMeta.load(data_dir)

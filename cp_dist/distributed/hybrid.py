@@ -24,6 +24,7 @@ from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from cp_dist.config import Config
 from cp_dist.ctr.embedding import FieldEmbedding
+from cp_dist.data.errors import DataError
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.sharding import shard
 from cp_dist.distributed.tables import initialize_tables, load_model, load_table_state, save_model, save_table_state
@@ -36,7 +37,7 @@ def deepspeed_config(config: Config, global_batch_size: int, world_size: int) ->
     """ZeRO settings for one optimisation step per global batch, each rank holding its slice."""
     distributed = config.distributed
     if distributed.zero_stage not in ZERO_STAGES:
-        raise ValueError(f"distributed.zero_stage {distributed.zero_stage!r}: expected one of {ZERO_STAGES}")
+        raise DataError(f"distributed.zero_stage is {distributed.zero_stage}; expected one of {', '.join(map(str, ZERO_STAGES))}")
     zero: dict = {"stage": distributed.zero_stage}
     if distributed.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}

@@ -109,6 +109,8 @@ def quiet_library_noise() -> None:
     for name in ("torchrec.distributed.planner.types", "torchrec.distributed.planner.storage_reservations",
                  "torchrec.distributed.utils", "torch.fx._symbolic_trace"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("torchrec", "fbgemm_gpu", "DeepSpeed"):  # kernel settings per table at INFO, on every rank
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _entry(rank: int, world_size: int, placement: Placement, port: int, fn: Callable, args: tuple) -> None:

@@ -52,8 +52,7 @@ class ClickPromptJob:
 
 def pretrain(data_dir: Path, out_dir: Path, config: Config, *, overwrite: bool = False) -> dict:
     """PA-MLM on train + valid; writes out_dir/pretrain.json and out_dir/checkpoint/."""
-    if config.prompt.num_prompts < 1:
-        raise DataError("PA-MLM aligns the CTR model with the PLM through prompts: prompt.num_prompts must be at least 1")
+    check_prompts(config)
     check_text(data_dir, config)
     _check_out(out_dir / PRETRAIN_FILE, overwrite)
     launch(_pretrain_rank, config.distributed, ClickPromptJob(data_dir, out_dir, config))
@@ -72,6 +71,11 @@ def finetune_with_plm(data_dir: Path, pretrained: Path | None, out_dir: Path, co
 def finetune_without_plm(data_dir: Path, pretrained: Path, out_dir: Path, config: Config, *, overwrite: bool = False) -> dict:
     """Only the CTR embeddings and interaction layers come from PA-MLM; the served model is the plain backbone."""
     return train_ctr(data_dir, out_dir, config, overwrite=overwrite, init_from=pretrained / CHECKPOINT_DIR)
+
+
+def check_prompts(config: Config) -> None:
+    if config.prompt.num_prompts < 1:
+        raise DataError("PA-MLM aligns the CTR model with the PLM through prompts: prompt.num_prompts must be at least 1")
 
 
 def check_text(data_dir: Path, config: Config) -> None:

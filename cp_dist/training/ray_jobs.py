@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,6 @@ from cp_dist.data.errors import DataError
 from cp_dist.data.fetch import cache_root
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.process_group import RankInfo, quiet_library_noise, resolve_placement
-from cp_dist.distributed.tables import INDEX_FILE
 from cp_dist.training.loop import CHECKPOINT_DIR
 from cp_dist.training.resumable import METRICS_FILE, StageJob, check_job, run_stage
 
@@ -60,8 +58,6 @@ def _worker(loop_config: dict) -> None:
 
     job: StageJob = loop_config["job"]
     quiet_library_noise()
-    for name in ("torchrec", "fbgemm_gpu", "DeepSpeed"):  # per-table kernel settings at INFO, every rank
-        logging.getLogger(name).setLevel(logging.WARNING)
     torch.set_num_threads(job.config.distributed.cpus_per_worker)
     context = ray.train.get_context()
     placement = resolve_placement(job.config.distributed, cuda=job.config.distributed.gpus_per_worker > 0)
@@ -140,7 +136,7 @@ def prepared_data(dataset: str, config: Config, raw: Path | None, synthetic_rows
     """WORK/data: the prepared splits with the encoder's token ids, made once."""
     from cp_dist.data.prepare import prepare
     from cp_dist.data.synth import synth
-    from cp_dist.data.text import tokenize_splits
+    from cp_dist.data.text import ensure_tokenized
 
     data = work / "data"
     if not (data / "meta.json").is_file():
@@ -152,9 +148,7 @@ def prepared_data(dataset: str, config: Config, raw: Path | None, synthetic_rows
     meta = DatasetMeta.load(data)
     if meta.dataset != dataset:
         raise DataError(f"{data}: holds {meta.dataset}, not {dataset}; pick another --work")
-    wanted = {"name": config.prompt.plm, "max_length": config.prompt.max_length}
-    if meta.tokenizer is None or {k: meta.tokenizer[k] for k in wanted} != wanted:
-        tokenize_splits(data, config.prompt.plm, max_length=config.prompt.max_length)
+    ensure_tokenized(data, config.prompt.plm, config.prompt.max_length)
     return data
 
 
@@ -166,8 +160,6 @@ def job_main(stage: str, dataset: str, script: str, argv: list[str] | None = Non
     init_from = None
     if stage == "finetune":
         init_from = (args.pretrained or work / "pamlm").resolve() / CHECKPOINT_DIR
-        if not (init_from / INDEX_FILE).is_file():
-            raise DataError(f"{init_from}: no PA-MLM model; run jobs/pamlm_{dataset}.py first or pass --pretrained")
     job = StageJob(stage, data, work / args.name, config, init_from=init_from, fail_at_step=args.fail_at_step)
     check_job(job)
     storage = args.storage or str(work / "ray")

@@ -34,13 +34,14 @@ from cp_dist.config import Config
 from cp_dist.data.errors import DataError
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
-from cp_dist.distributed.hybrid import ZERO_STAGES, HybridModel, build_hybrid
+from cp_dist.distributed.hybrid import HybridModel, build_hybrid, deepspeed_config
 from cp_dist.distributed.process_group import RankInfo, launch
 from cp_dist.distributed.sharding import describe_plan
 from cp_dist.distributed.tables import INDEX_FILE
-from cp_dist.io import replace_dir, write_json
+from cp_dist.io import atomic_file, replace_dir, write_json
 from cp_dist.pretrained import load_tokenizer
 from cp_dist.training.clickprompt import (
+    check_prompts,
     check_text,
     click_logits,
     click_loss,
@@ -51,7 +52,7 @@ from cp_dist.training.clickprompt import (
 from cp_dist.training.evaluate import evaluate
 from cp_dist.training.loop import CHECKPOINT_DIR, global_step_losses
 
-STAGES = ("pamlm", "finetune")
+STAGE_SECTIONS = {"pamlm": "pretrain", "finetune": "finetune"}  # stage -> its config section (and build stage)
 PROGRESS_FILE = "progress.json"
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"  # what the run in out_dir was started with
@@ -119,33 +120,31 @@ class LocalCheckpoints:
         dist.barrier()
         if rank == 0:
             replace_dir(staging, self.root / name)
-            (self.root / ".LATEST.tmp").write_text(name + "\n")
-            os.replace(self.root / ".LATEST.tmp", self.root / "LATEST")
+            with atomic_file(self.root / "LATEST") as tmp:
+                tmp.write_text(name + "\n")
             for old in sorted(self.root.glob("step-*"))[: -self.keep]:
                 shutil.rmtree(old)
         dist.barrier()
 
 
 def _stage_settings(job: StageJob):
-    if job.stage not in STAGES:
-        raise ValueError(f"stage {job.stage!r}: expected one of {', '.join(STAGES)}")
-    return job.config.pretrain if job.stage == "pamlm" else job.config.finetune
+    if job.stage not in STAGE_SECTIONS:
+        raise ValueError(f"stage {job.stage!r}: expected one of {', '.join(STAGE_SECTIONS)}")
+    return getattr(job.config, STAGE_SECTIONS[job.stage])
 
 
 def check_job(job: StageJob) -> None:
     """Settings that would otherwise fail inside every worker, checked once before any starts."""
     config, settings = job.config, _stage_settings(job)
-    distributed = config.distributed
-    if distributed.zero_stage not in ZERO_STAGES:
-        raise DataError(f"distributed.zero_stage is {distributed.zero_stage}; expected one of {', '.join(map(str, ZERO_STAGES))}")
-    section = "pretrain" if job.stage == "pamlm" else "finetune"
-    if settings.global_batch_size % distributed.nproc:
-        raise DataError(f"{section}.global_batch_size {settings.global_batch_size} is not divisible by "
-                        f"distributed.nproc {distributed.nproc} (each rank takes an equal slice)")
-    if job.stage == "pamlm" and config.prompt.num_prompts < 1:
-        raise DataError("PA-MLM aligns the CTR model with the PLM through prompts: prompt.num_prompts must be at least 1")
+    deepspeed_config(config, settings.global_batch_size, config.distributed.nproc)  # the ZeRO stage
+    if settings.global_batch_size % config.distributed.nproc:
+        raise DataError(f"{STAGE_SECTIONS[job.stage]}.global_batch_size {settings.global_batch_size} is not divisible by "
+                        f"distributed.nproc {config.distributed.nproc} (each rank takes an equal slice)")
+    if job.stage == "pamlm":
+        check_prompts(config)
     if job.init_from is not None and not (job.init_from / INDEX_FILE).is_file():
-        raise DataError(f"{job.init_from}: no cp_dist checkpoint to start from ({INDEX_FILE} missing)")
+        raise DataError(f"{job.init_from}: no cp_dist checkpoint to start from ({INDEX_FILE} missing); "
+                        "finetuning starts from a PA-MLM run's checkpoint/, so run PA-MLM first")
     check_text(job.data_dir, config)
     _check_same_run(job)
 
@@ -162,11 +161,11 @@ def _check_same_run(job: StageJob) -> None:
     if not path.is_file():
         write_json(path, started)
         return
-    saved = json.loads(path.read_text())
-    if saved != started:
-        key = next(k for k in _flat(started) | _flat(saved) if _flat(started).get(k) != _flat(saved).get(k))
-        raise DataError(f"{job.out_dir}: holds a run started with other settings ({key}: {_flat(saved).get(key)!r} "
-                        f"then, {_flat(started).get(key)!r} now); resume it as it was, or pick another --name / out_dir")
+    then, now = _flat(json.loads(path.read_text())), _flat(started)
+    if then != now:
+        key = next(k for k in now | then if now.get(k) != then.get(k))
+        raise DataError(f"{job.out_dir}: holds a run started with other settings ({key}: {then.get(key)!r} "
+                        f"then, {now.get(key)!r} now); resume it as it was, or pick another --name / out_dir")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -187,8 +186,7 @@ def _rehearse_failure(job: StageJob) -> None:
 
 def build_stage_model(rank: RankInfo, job: StageJob, fields) -> tuple[HybridModel, dict]:
     config, settings = job.config, _stage_settings(job)
-    model, info = clickprompt_model(fields, config, rank, stage="pretrain" if job.stage == "pamlm" else "finetune",
-                                    plm_lr=settings.plm_lr)
+    model, info = clickprompt_model(fields, config, rank, stage=STAGE_SECTIONS[job.stage], plm_lr=settings.plm_lr)
     hybrid = build_hybrid(
         model, config, rank, embedding_lr=settings.embedding_lr, global_batch_size=settings.global_batch_size,
         optimizer_for=lambda dense: clickprompt_optimizer(dense, plm_lr=settings.plm_lr, dense_lr=settings.dense_lr,
