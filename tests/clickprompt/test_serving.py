@@ -76,6 +76,17 @@ def test_unknown_values_score_as_out_of_vocabulary(runs) -> None:
     np.testing.assert_allclose(scorer.score([row, unseen]), expected, atol=1e-7)
 
 
+def test_values_compare_as_strings(runs) -> None:
+    """A client may send 25 for the vocabulary's "25": it gets the same index."""
+    scorer = Scorer.from_run(runs["ctr"], runs["data"])
+    rows = _candidates(runs["data"], 20)
+    as_numbers = [{name: int(v) if v.isdigit() and str(int(v)) == v else v for name, v in row.items()} for row in rows]
+    converted = sum(isinstance(v, int) for row in as_numbers for v in row.values())
+    assert converted >= 20, "the synthetic rows have numeric values (ids, ages)"
+    np.testing.assert_array_equal(scorer.vocabularies.encode(as_numbers), scorer.vocabularies.encode(rows))
+    assert (scorer.vocabularies.encode(rows) > 0).mean() > 0.5
+
+
 def test_missing_field_is_named(runs) -> None:
     scorer = Scorer.from_run(runs["ctr"], runs["data"])
     rows = _candidates(runs["data"], 3)
