@@ -35,9 +35,9 @@ bench-prepare: install
 bench-ctr-train: install
 	$(PY) perf/bench_ctr_train.py --steps 150
 
-## Training samples/s: CTR-only against PA-MLM and finetuning with MiniLM (2 and 6 layers) (~6 min).
+## Training samples/s: CTR-only against PA-MLM and finetuning with MiniLM (2 and 6 layers), eager and compiled (~16 min).
 bench-train: install
-	$(PY) perf/bench_train.py
+	$(PY) perf/bench_train.py --compile
 
 ## Serving latency from raw candidates: DCNv2, ClickPrompt without / with MiniLM (~5 min; needs `make run` data).
 bench-serve: install

@@ -52,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 8192
     precision: str = "fp32"  # fp32 | bf16 (autocast of the language-model steps on a GPU; fp32 master weights)
+    compile: bool = False  # torch.compile the PLM encoder and the prompt generator (with-PLM steps)
 
 
 @dataclass

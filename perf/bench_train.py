@@ -7,9 +7,12 @@ like with like on a shared, noisy machine. Batches are synthetic with fixed shap
 T text tokens per row (the cost depends on shapes, not values), so random-weight RoBERTa
 configurations can be measured where their weights cannot be fetched; masking uses MiniLM's
 tokenizer (--tokenizer) for every encoder (its ids are valid in RoBERTa's larger vocabulary too).
+--compile measures every with-PLM case a second time with train.compile=true (torch.compile of the
+encoder and the prompt generator), beside the eager one; compilation happens in the warm-up steps,
+whose time is reported apart. --profile DIR writes a torch.profiler trace of two more steps per case.
 
     python perf/bench_train.py                                    # CPU: MiniLM 2 and 6 layers
-    python perf/bench_train.py --encoders minilm random:roberta-base random:roberta-large \\
+    python perf/bench_train.py --encoders minilm random:roberta-base random:roberta-large --compile \\
         --precision bf16 --set distributed.table_device=cpu      # a GPU without fbgemm-gpu's CUDA kernels
 
 Prints a table and writes perf/results/train_<device>.{json,md,png}.
@@ -18,13 +21,16 @@ Prints a table and writes perf/results/train_<device>.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import re
 import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
@@ -59,17 +65,30 @@ def _batches(rows: int, tokens: int, vocab: int, seed: int = 0):
         )
 
 
-def _timed(step, batches, warmup: int, steps: int, device: torch.device) -> float:
+def _timed(step, batches, warmup: int, steps: int) -> tuple[float, float]:
+    """(seconds of the warm-up steps, compilation included; seconds of the timed steps)."""
+    start = time.perf_counter()
     for _ in range(warmup):
-        step(next(batches))
+        step(next(batches)).item()
+    warmup_seconds = time.perf_counter() - start
     prepared = [next(batches) for _ in range(steps)]
-    if device.type == "cuda":
-        torch.cuda.synchronize()
     start = time.perf_counter()
     for batch in prepared:
         loss = step(batch)
     loss.item()  # waits for the last step
-    return time.perf_counter() - start
+    return warmup_seconds, time.perf_counter() - start
+
+
+def _profile(step, batches, path: Path) -> None:
+    """A Chrome trace of two steps (chrome://tracing, Perfetto) and their ops ranked by own time."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(2):
+            step(next(batches)).item()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profiler.export_chrome_trace(str(path.with_suffix(".trace.json")))
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    path.with_suffix(".ops.txt").write_text(profiler.key_averages().table(sort_by=sort, row_limit=30))
 
 
 def _measure(rank: RankInfo, args: argparse.Namespace, out: Path) -> None:
@@ -78,34 +97,39 @@ def _measure(rank: RankInfo, args: argparse.Namespace, out: Path) -> None:
     model = build_sharded_model(FIELDS, config, rank)
     dense = dense_optimizer(model, config)
     ctr_step = partial(train_step, model, dense)
-    seconds = _timed(lambda b: ctr_step(b, rank.device), _batches(args.ctr_batch, 1, 100),
-                     args.warmup, args.steps, rank.device)
-    cases.append({"case": "ctr", "encoder": "-", "batch": args.ctr_batch, "seconds": seconds,
-                  "samples_per_second": args.steps * args.ctr_batch / seconds})
+    warmup, seconds = _timed(lambda b: ctr_step(b, rank.device), _batches(args.ctr_batch, 1, 100), args.warmup, args.steps)
+    cases.append({"case": "ctr", "encoder": "-", "mode": "eager", "batch": args.ctr_batch, "seconds": seconds,
+                  "warmup_seconds": warmup, "samples_per_second": args.steps * args.ctr_batch / seconds})
     tokenizer = load_tokenizer(args.tokenizer)
-    for encoder in args.encoders:
+    modes = ("eager", "compiled") if args.compile else ("eager",)
+    for encoder, mode, stage in itertools.product(args.encoders, modes, ("pretrain", "finetune")):
         name, _, layers = encoder.partition("@")
-        overrides = [f"prompt.plm={name}", f"prompt.num_prompts={args.prompts}", f"train.precision={args.precision}"]
+        overrides = [f"prompt.plm={name}", f"prompt.num_prompts={args.prompts}", f"train.precision={args.precision}",
+                     f"train.compile={str(mode == 'compiled').lower()}"]
         if layers:
             overrides.append(f"prompt.plm_layers={layers}")
         config = load_config("ml-1m", overrides + list(args.set))
-        for stage in ("pretrain", "finetune"):
-            model, info = build_clickprompt(FIELDS, config, rank, stage=stage, plm_lr=1e-5, embedding_lr=0.05)
-            optimizer = clickprompt_optimizer(model, plm_lr=1e-5, dense_lr=1e-3, weight_decay=0.01)
-            vocab = min(model.module.encoder.masked_lm.config.vocab_size, len(tokenizer))
-            if stage == "pretrain":
-                masker = TokenMasker(tokenizer, seed=0, width=args.tokens)
-                step = partial(pamlm_step, model, optimizer, masker, step=0)
-            else:
-                step = partial(finetune_step, model, optimizer)
-            seconds = _timed(lambda b, step=step: step(b, rank=rank, precision=args.precision), _batches(args.batch, args.tokens, vocab),
-                             args.warmup, args.steps, rank.device)
-            cases.append({"case": "pamlm" if stage == "pretrain" else "finetune_with_plm", "encoder": encoder,
-                          "batch": args.batch, "seconds": seconds, "samples_per_second": args.steps * args.batch / seconds,
-                          "plm_parameters": info["plm_parameters"], "generator_parameters": info["generator_parameters"]})
-            del model, optimizer
-            if rank.device.type == "cuda":
-                torch.cuda.empty_cache()
+        torch._dynamo.reset()  # each case compiles afresh (and never hits the recompilation limit)
+        model, info = build_clickprompt(FIELDS, config, rank, stage=stage, plm_lr=1e-5, embedding_lr=0.05)
+        optimizer = clickprompt_optimizer(model, plm_lr=1e-5, dense_lr=1e-3, weight_decay=0.01)
+        vocab = min(model.module.encoder.masked_lm.config.vocab_size, len(tokenizer))
+        if stage == "pretrain":
+            masker = TokenMasker(tokenizer, seed=0, width=args.tokens)
+            step = partial(pamlm_step, model, optimizer, masker, step=0)
+        else:
+            step = partial(finetune_step, model, optimizer)
+        timed_step = partial(step, rank=rank, precision=args.precision)
+        batches = _batches(args.batch, args.tokens, vocab)
+        warmup, seconds = _timed(timed_step, batches, args.warmup, args.steps)
+        case = "pamlm" if stage == "pretrain" else "finetune_with_plm"
+        cases.append({"case": case, "encoder": encoder, "mode": mode, "batch": args.batch, "seconds": seconds,
+                      "warmup_seconds": warmup, "samples_per_second": args.steps * args.batch / seconds,
+                      "plm_parameters": info["plm_parameters"], "generator_parameters": info["generator_parameters"]})
+        if args.profile:
+            _profile(timed_step, batches, args.profile / re.sub(r"[^\w@.-]+", "_", f"{case}-{encoder}-{mode}"))
+        del model, optimizer
+        if rank.device.type == "cuda":
+            torch.cuda.empty_cache()
     out.write_text(json.dumps(cases))
 
 
@@ -123,6 +147,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="preset override, e.g. distributed.table_device=cpu")
+    parser.add_argument("--compile", action="store_true", help="also measure each with-PLM case with train.compile=true")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="write a profiler trace and op table per case here")
     parser.add_argument("--results", type=Path, default=Path("perf/results"))
     parser.add_argument("--redraw", type=Path, metavar="RESULT_JSON",
                         help="only rewrite the summary and plot of an earlier result (e.g. one copied from a GPU machine)")
@@ -139,40 +165,44 @@ def main() -> None:
     timing.unlink()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ctr_rate = cases[0]["samples_per_second"]
+    eager = {(c["case"], c["encoder"]): c["samples_per_second"] for c in cases if c["mode"] == "eager"}
     for case in cases:
         case["ratio_to_ctr"] = case["samples_per_second"] / ctr_rate
-
-    print(f"\nTraining throughput on {device} ({args.precision}); ClickPrompt rows carry {args.tokens} tokens, "
-          f"{args.prompts} prompts per layer; {args.steps} timed steps each")
-    print(f"  {'case':<20}{'encoder':<24}{'batch':>7}{'samples/s':>12}{'vs CTR-only':>13}")
-    for case in cases:
-        print(f"  {case['case']:<20}{case['encoder']:<24}{case['batch']:>7}{case['samples_per_second']:>12,.0f}"
-              f"{case['ratio_to_ctr']:>13.4f}")
+        case["ratio_to_eager"] = case["samples_per_second"] / eager[case["case"], case["encoder"]]
     result = {"benchmark": "train_throughput", "device": device, "precision": args.precision, "tokens": args.tokens,
               "prompts": args.prompts, "steps": args.steps, "warmup": args.warmup, "overrides": args.set,
               "cases": cases, "machine": describe_machine(), "command": " ".join(sys.argv)}
     stem = args.results / f"train_{device}"
     write_json(stem.with_suffix(".json"), result)
-    _report(result, stem)
-    print(f"\nwrote {stem}.json, .md and .png")
+    print("\n" + _report(result, stem) + f"\nwrote {stem}.json, .md and .png")
 
 
-def _report(result: dict, stem: Path) -> None:
-    """stem.md (the table) and stem.png (samples/s per case, log scale)."""
+def _report(result: dict, stem: Path) -> str:
+    """Writes stem.md (the table, which it returns) and stem.png (samples/s per case, log scale)."""
     machine = result["machine"]
     where = machine["gpu"]["name"] if machine.get("gpu") else f"{machine['cpu']} ({machine['cpu_count']} cores)"
     lines = [f"Training throughput on {where} ({result['precision']}); ClickPrompt rows carry {result['tokens']} text "
              f"tokens and {result['prompts']} prompts per layer; {result['steps']} timed steps per case.", "",
-             "| case | encoder | batch | samples/s | vs CTR-only |", "|---|---|---|---|---|"]
-    lines += [f"| {c['case']} | {c['encoder']} | {c['batch']} | {c['samples_per_second']:,.0f} | {c['ratio_to_ctr']:.4f} |"
+             "'warm-up s': the untimed first steps, compilation included; 'vs eager': samples/s over the same "
+             "case's without train.compile.", "",
+             "| case | encoder | mode | batch | samples/s | vs CTR-only | vs eager | warm-up s |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {c['case']} | {c['encoder']} | {c.get('mode', 'eager')} | {c['batch']} | {c['samples_per_second']:,.0f} | "
+              f"{c['ratio_to_ctr']:.4f} | {c.get('ratio_to_eager', 1.0):.2f} | {_seconds(c.get('warmup_seconds'))} |"
               for c in result["cases"]]
-    write_markdown(stem.with_suffix(".md"), "\n".join(lines + ["", f"Command: `{result['command']}`"]) + "\n")
+    summary = "\n".join(lines + ["", f"Command: `{result['command']}`"]) + "\n"
+    write_markdown(stem.with_suffix(".md"), summary)
     figure, axis = new_figure(8, 0.5 * len(result["cases"]) + 1.5)
-    labels = [c["case"] if c["encoder"] == "-" else f"{c['case']} / {c['encoder']}" for c in result["cases"]]
+    labels = [c["case"] if c["encoder"] == "-" else f"{c['case']} / {c['encoder']} / {c.get('mode', 'eager')}"
+              for c in result["cases"]]
     axis.barh(labels[::-1], [c["samples_per_second"] for c in result["cases"]][::-1])
     axis.set(xscale="log", xlabel="samples/s", title=f"Training throughput ({result['device']}, {result['precision']})")
     axis.grid(True, axis="x", which="both", alpha=0.3)
     save_figure(figure, stem.with_suffix(".png"))
+    return summary
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 if __name__ == "__main__":

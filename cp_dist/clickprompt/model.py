@@ -70,6 +70,13 @@ class ClickPrompt(nn.Module):
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
 
+    def compile_language_side(self) -> None:
+        """torch.compile, in place, the prompted encoder and the prompt generator: the with-PLM
+        steps' dense compute. Parameter names do not change, so checkpoints are unaffected."""
+        self.encoder.compile()
+        if self.generator is not None:
+            self.generator.compile()
+
     def plm_parameters(self) -> Iterator[nn.Parameter]:
         """The language model's own parameters: encoder and masked-LM head."""
         return self.encoder.masked_lm.parameters()

@@ -38,6 +38,9 @@ def deepspeed_config(config: Config, global_batch_size: int, world_size: int) ->
     distributed = config.distributed
     if distributed.zero_stage not in ZERO_STAGES:
         raise DataError(f"distributed.zero_stage is {distributed.zero_stage}; expected one of {', '.join(map(str, ZERO_STAGES))}")
+    if config.train.compile and distributed.zero_stage == 3:
+        raise DataError("train.compile is not supported with distributed.zero_stage 3: ZeRO-3 gathers parameters in "
+                        "module hooks, and compiling through them is untested here; use stage 0-2, or train.compile=false")
     zero: dict = {"stage": distributed.zero_stage}
     if distributed.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}

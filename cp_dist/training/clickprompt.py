@@ -114,6 +114,8 @@ def clickprompt_model(fields: Sequence[FieldMeta], config: Config, rank: RankInf
         prepare_for_pretraining(model)
     else:
         prepare_for_finetuning(model, plm_lr)
+    if config.train.compile:
+        model.compile_language_side()
     info = {"generator_parameters": model.generator.num_parameters if model.generator is not None else 0,
             "plm_fresh_mlm_head": fresh_head, "plm_parameters": sum(p.numel() for p in model.plm_parameters())}
     return model, info

@@ -58,7 +58,7 @@ METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"  # what the run in out_dir was started with
 FAILED_MARKER = ".failure-rehearsed"
 #: Settings a run may change when it is resumed.
-RESUMABLE_CHANGES = ("distributed.max_failures",)
+RESUMABLE_CHANGES = ("distributed.max_failures", "train.compile")
 
 
 @dataclass(frozen=True)

@@ -22,18 +22,18 @@ from cp_dist.training.resumable import StageJob, check_job, train_stage
 TOLERANCE = 2e-5
 
 
-@pytest.mark.parametrize("zero_stage", [2, 3])
-def test_two_rank_hybrid_pamlm_matches_one_process(setup, tmp_path: Path, zero_stage: int) -> None:
+@pytest.mark.parametrize("zero_stage, compiled", [(2, False), (3, False), (2, True)])
+def test_two_rank_hybrid_pamlm_matches_one_process(setup, tmp_path: Path, zero_stage: int, compiled: bool) -> None:
     base, settings = setup
     settings = [*settings, "pretrain.max_steps=6", "pretrain.global_batch_size=64"]
     single = pretrain(base / "data", tmp_path / "single", load_config("ml-1m", settings))
     hybrid_config = load_config("ml-1m", [*settings, "distributed.nproc=2", f"distributed.zero_stage={zero_stage}",
-                                          "distributed.sharding=row_wise"])
+                                          "distributed.sharding=row_wise", f"train.compile={str(compiled).lower()}"])
     hybrid = train_stage(StageJob("pamlm", base / "data", tmp_path / "hybrid", hybrid_config))
     one, two = single["history"][0]["step_losses"], hybrid["history"][0]["step_losses"]
     assert len(one) == len(two) == 6 and hybrid["world_size"] == 2 and hybrid["zero_stage"] == zero_stage
     gap = np.max(np.abs(np.array(one) - np.array(two)))
-    print(f"ZeRO-{zero_stage} PA-MLM, largest step-loss gap over 6 steps: {gap:.2e}")
+    print(f"ZeRO-{zero_stage}{' compiled' if compiled else ''} PA-MLM, largest step-loss gap over 6 steps: {gap:.2e}")
     assert gap < TOLERANCE, (one, two)
     # The exported model (ZeRO-3: gathered from the partitions) holds the same weights.
     saved = [load_file(str(run / "dense.safetensors")) for run in (tmp_path / "single" / "checkpoint", tmp_path / "hybrid" / "checkpoint")]
@@ -41,14 +41,15 @@ def test_two_rank_hybrid_pamlm_matches_one_process(setup, tmp_path: Path, zero_s
     assert max(float((saved[0][k] - saved[1][k]).abs().max()) for k in saved[0]) < 1e-4
 
 
-@pytest.mark.parametrize("override, message", [
-    ("distributed.zero_stage=4", "distributed.zero_stage is 4; expected one of 0, 1, 2, 3"),
-    ("pretrain.global_batch_size=65", "pretrain.global_batch_size 65 is not divisible by distributed.nproc 2"),
-    ("prompt.plm=minilm", "text tokenized for"),
+@pytest.mark.parametrize("overrides, message", [
+    (["distributed.zero_stage=4"], "distributed.zero_stage is 4; expected one of 0, 1, 2, 3"),
+    (["pretrain.global_batch_size=65"], "pretrain.global_batch_size 65 is not divisible by distributed.nproc 2"),
+    (["prompt.plm=minilm"], "text tokenized for"),
+    (["distributed.zero_stage=3", "train.compile=true"], "train.compile is not supported with distributed.zero_stage 3"),
 ])
-def test_bad_settings_fail_before_any_worker_starts(setup, tmp_path: Path, override: str, message: str) -> None:
+def test_bad_settings_fail_before_any_worker_starts(setup, tmp_path: Path, overrides: list[str], message: str) -> None:
     base, settings = setup
-    config = load_config("ml-1m", [*settings, "distributed.nproc=2", override])
+    config = load_config("ml-1m", [*settings, "distributed.nproc=2", *overrides])
     with pytest.raises(DataError, match=re.escape(message)):
         train_stage(StageJob("pamlm", base / "data", tmp_path / "run", config))
     assert not (tmp_path / "run").exists()

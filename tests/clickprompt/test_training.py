@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 
 from cp_dist.cli import main
@@ -15,8 +16,9 @@ from cp_dist.ctr.model import CTRModel
 from cp_dist.data.errors import DataError
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
+from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.tables import load_model
-from cp_dist.training.clickprompt import finetune_with_plm, finetune_without_plm, pretrain
+from cp_dist.training.clickprompt import clickprompt_model, finetune_with_plm, finetune_without_plm, pretrain
 from cp_dist.training.evaluate import predict
 
 
@@ -86,3 +88,19 @@ def test_text_must_match_the_language_model(setup, tmp_path: Path) -> None:
     base, settings = setup
     with pytest.raises(DataError, match="text tokenized for .*tiny-bert.*prompt.plm is 'minilm'.*cp-dist data tokenize"):
         pretrain(base / "data", tmp_path / "pre", load_config("ml-1m", [*settings, "prompt.plm=minilm"]))
+
+
+def test_compiled_steps_match_eager(setup, tmp_path: Path) -> None:
+    """train.compile changes the speed of PA-MLM and finetuning with the PLM, not their numbers."""
+    base, settings = setup
+    losses = {}
+    for compiled in (False, True):
+        config = load_config("ml-1m", [*settings, "pretrain.max_steps=3", f"train.compile={str(compiled).lower()}"])
+        pretrained = pretrain(base / "data", tmp_path / f"pre-{compiled}", config)
+        finetuned = finetune_with_plm(base / "data", tmp_path / f"pre-{compiled}", tmp_path / f"with-{compiled}", config)
+        losses[compiled] = pretrained["history"][0]["step_losses"] + finetuned["history"][0]["step_losses"]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+    cpu = torch.device("cpu")
+    model, _ = clickprompt_model(DatasetMeta.load(base / "data").fields, config, RankInfo(0, 1, cpu, "gloo", cpu),
+                                 stage="pretrain", plm_lr=1e-5)
+    assert model.encoder._compiled_call_impl is not None and model.generator._compiled_call_impl is not None
