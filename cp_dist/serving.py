@@ -10,7 +10,7 @@ With-PLM runs also render the row's text and tokenize it, which is part of their
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 
@@ -73,6 +73,10 @@ class Vocabularies:
                 ids[column] = np.fromiter(map(lookup, map(itemgetter(field.name), rows)), np.int64, len(rows))
             except KeyError:
                 raise self._missing(rows, field.name) from None
+            except TypeError:  # an unhashable value: a list, a dict
+                where = next(i for i, row in enumerate(rows) if not isinstance(row[field.name], Hashable))
+                raise DataError(f"candidate {where}, field {field.name!r}: a {type(rows[where][field.name]).__name__} "
+                                "value; expected one value (a string or a number)") from None
         return ids.T.copy()
 
     def text_columns(self, rows: Sequence[Row]) -> pa.Table:

@@ -87,10 +87,14 @@ def test_values_compare_as_strings(runs) -> None:
     assert (scorer.vocabularies.encode(rows) > 0).mean() > 0.5
 
 
-def test_missing_field_is_named(runs) -> None:
+def test_missing_field_and_non_scalar_value_are_named(runs) -> None:
     scorer = Scorer.from_run(runs["ctr"], runs["data"])
     rows = _candidates(runs["data"], 3)
     field = scorer.vocabularies.fields[2].name
     del rows[1][field]
     with pytest.raises(DataError, match=f"candidate 1 has no field '{field}'"):
+        scorer.score(rows)
+    rows = _candidates(runs["data"], 3)
+    rows[2][field] = [rows[2][field]]
+    with pytest.raises(DataError, match=f"candidate 2, field '{field}': a list value; expected one value"):
         scorer.score(rows)
