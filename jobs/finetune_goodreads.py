@@ -5,7 +5,7 @@
 
 import sys
 
-from cp_dist.training.ray_jobs import job_main
+from job_cli import job_main
 
 if __name__ == "__main__":
-    job_main("finetune", "goodreads", "finetune_goodreads.py", sys.argv[1:])
+    job_main("with_plm", "goodreads", "finetune_goodreads.py", sys.argv[1:])

@@ -5,7 +5,7 @@
 
 import sys
 
-from cp_dist.training.ray_jobs import job_main
+from job_cli import job_main
 
 if __name__ == "__main__":
     job_main("pamlm", "goodreads", "pamlm_goodreads.py", sys.argv[1:])

@@ -26,7 +26,8 @@ from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.prepare import PrepareOptions, prepare
 from cp_dist.data.stats import format_stats
 from cp_dist.data.text import ensure_tokenized, render_text
-from cp_dist.training.comparison import MAIN_VARIANTS, VARIANTS, format_comparison, run_comparison
+from cp_dist.training.comparison import format_comparison, run_comparison
+from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
 
 
 def main() -> None:

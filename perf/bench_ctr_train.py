@@ -1,6 +1,6 @@
 """DCNv2 training throughput: 1 process with whole tables against 2 processes with sharded tables.
 
-Every case runs the real training step (cp_dist.training.ctr.train_step) on the same ML-1M-shaped
+Every case runs the real training step (cp_dist.training.loop.train_step of the `ctr` stage) on the same ML-1M-shaped
 synthetic data with the ML-1M preset (the paper's 32 / 6x256 / 6), one after the other in this run,
 so the ratios compare like with like on a shared, noisy machine. Threads are split evenly: one
 process gets all cores, two processes get half each.
@@ -26,35 +26,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
 
 from cp_dist.config import DistributedConfig, load_config  # noqa: E402
-from cp_dist.data.loader import SplitLoader  # noqa: E402
 from cp_dist.data.meta import DatasetMeta  # noqa: E402
 from cp_dist.data.prepare import prepare  # noqa: E402
 from cp_dist.data.synth import synth  # noqa: E402
 from cp_dist.distributed.process_group import RankInfo, launch  # noqa: E402
-from cp_dist.distributed.sharding import describe_plan  # noqa: E402
 from cp_dist.io import write_json  # noqa: E402
-from cp_dist.training.ctr import build_sharded_model, dense_optimizer, train_step  # noqa: E402
+from cp_dist.training.loop import build_stage, train_step  # noqa: E402
 
 CASES = [(1, "auto"), (2, "table_wise"), (2, "row_wise"), (2, "column_wise")]
 
 
 def _measure(rank: RankInfo, data: Path, sharding: str, batch: int, warmup: int, steps: int, out: Path) -> None:
     config = load_config("ml-1m", [f"distributed.sharding={sharding}", f"train.global_batch_size={batch}"])
-    model = build_sharded_model(DatasetMeta.load(data).fields, config, rank)
-    dense = dense_optimizer(model, config)
-    loader = SplitLoader(data, "train", global_batch_size=batch, rank=rank.rank, world_size=rank.world_size,
-                         shuffle=True, drop_last=True)
+    stage, model = build_stage("ctr", config, DatasetMeta.load(data), rank)
+    loader = stage.batches(data, "train", training=True)
     batches = (b for epoch in range(10**6) for b in (loader.set_epoch(epoch), loader)[1])
-    for _ in range(warmup):
-        train_step(model, dense, next(batches), rank.device)
+    for step in range(warmup):
+        train_step(stage, model, next(batches), step)
     dist.barrier()
     start = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, dense, next(batches), rank.device)
+    for step in range(warmup, warmup + steps):
+        train_step(stage, model, next(batches), step)
     dist.barrier()
     seconds = time.perf_counter() - start
     if rank.is_main:
-        out.write_text(json.dumps({"seconds": seconds, "plan": describe_plan(model)}))
+        out.write_text(json.dumps({"seconds": seconds, "plan": model.describe()["sharding"]}))
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Per-rank memory and samples/s of the hybrid engine: 1 rank against 2 (row-wise tables, ZeRO-3).
 
-Each case runs real PA-MLM steps (cp_dist.training.resumable's model and loss: TorchRec tables +
-DeepSpeed engine) on synthetic GoodReads rows in fresh processes, one case after the other in this
+Each case runs real PA-MLM steps (cp_dist.training.loop's build_stage and train_step on the hybrid
+engine: TorchRec tables + DeepSpeed) on synthetic GoodReads rows in fresh processes, one case after the other in this
 run, and every rank reports:
 - tables: its shards of the embedding tables and of their row-wise Adagrad state;
 - encoder training state: its parameters (ZeRO-3: its partitions) and optimizer state (fp32 master
@@ -30,20 +30,17 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
+from job_cli import prepared_data  # noqa: E402
 from machine import describe_machine  # noqa: E402
 from report import save_figure, write_markdown  # noqa: E402
 
-from cp_dist.clickprompt.masking import TokenMasker  # noqa: E402
 from cp_dist.config import load_config  # noqa: E402
-from cp_dist.data.loader import SplitLoader  # noqa: E402
 from cp_dist.data.meta import DatasetMeta  # noqa: E402
 from cp_dist.distributed.process_group import RankInfo, launch  # noqa: E402
 from cp_dist.distributed.tables import table_blocks, table_optimizer_tensors  # noqa: E402
 from cp_dist.io import write_json  # noqa: E402
-from cp_dist.pretrained import load_tokenizer  # noqa: E402
-from cp_dist.training.clickprompt import pamlm_loss  # noqa: E402
-from cp_dist.training.ray_jobs import prepared_data  # noqa: E402
-from cp_dist.training.resumable import StageJob, build_stage_model  # noqa: E402
+from cp_dist.training.loop import build_stage, train_step  # noqa: E402
 
 MIB = 2**20
 
@@ -65,17 +62,13 @@ def _dense_state(engine) -> tuple[int, int]:
 
 def _measure(rank: RankInfo, data: Path, overrides: list[str], warmup: int, steps: int, out: Path) -> None:
     config = load_config("goodreads-smoke", overrides)
-    job = StageJob("pamlm", data, out, config)
-    model, _ = build_stage_model(rank, job, DatasetMeta.load(data).fields)
-    settings = config.pretrain
-    loader = SplitLoader(data, ["train", "valid"], global_batch_size=settings.global_batch_size, rank=rank.rank,
-                         world_size=rank.world_size, shuffle=True, drop_last=True, text=True)
-    masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=0, width=DatasetMeta.load(data).tokenizer["max_length"])
+    stage, model = build_stage("pamlm", config, DatasetMeta.load(data), rank)
+    loader = stage.batches(data, stage.train_splits, training=True)
     batches = (b for epoch in range(10**6) for b in (loader.set_epoch(epoch), loader)[1])
     model.train()
 
     def step(index: int) -> None:
-        model.backward_and_step(pamlm_loss(model, masker, next(batches), index, rank, config.train.precision))
+        train_step(stage, model, next(batches), index)
 
     for index in range(warmup):
         step(index)
@@ -92,14 +85,14 @@ def _measure(rank: RankInfo, data: Path, overrides: list[str], warmup: int, step
         "rank": rank.rank, "tables_mib": tables / MIB, "table_optimizer_mib": table_state / MIB,
         "encoder_parameters_mib": params / MIB, "encoder_optimizer_mib": optimizer / MIB,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "samples_per_second": steps * settings.global_batch_size / seconds,
+        "samples_per_second": steps * stage.settings.global_batch_size / seconds,
     }))
 
 
 def _child(args: argparse.Namespace) -> None:
     nproc, stage = map(int, args.child.split(":"))
     overrides = [f"distributed.nproc={nproc}", f"distributed.zero_stage={stage}", "distributed.sharding=row_wise",
-                 f"prompt.plm={args.encoder}", f"pretrain.global_batch_size={args.batch}",
+                 f"prompt.plm={args.encoder}", f"pamlm.global_batch_size={args.batch}", "distributed.engine=hybrid",
                  f"distributed.cpus_per_worker={max(1, args.threads // nproc)}", *args.set]
     config = load_config("goodreads-smoke", overrides)
     launch(_measure, config.distributed, args.data, overrides, args.warmup, args.steps, args.out)

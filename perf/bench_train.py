@@ -1,12 +1,12 @@
 """Training throughput: CTR-only steps against PA-MLM and finetuning-with-PLM steps, per encoder.
 
-Every case runs the product's own step functions (cp_dist.training.ctr.train_step,
-cp_dist.training.clickprompt.pamlm_step / finetune_step) on a model built the product's way
-(TorchRec-sharded tables, one rank), one case after the other in this run, so the ratios compare
+Every case runs the product's own step (cp_dist.training.loop.train_step) of the stages `ctr`,
+`pamlm` and `with_plm` on a model built the product's way (cp_dist.training.loop.build_stage:
+TorchRec-sharded tables, one rank, the preset's engine), one case after the other in this run, so the ratios compare
 like with like on a shared, noisy machine. Batches are synthetic with fixed shapes: F ID fields and
 T text tokens per row (the cost depends on shapes, not values), so random-weight RoBERTa
-configurations can be measured where their weights cannot be fetched; masking uses MiniLM's
-tokenizer (--tokenizer) for every encoder (its ids are valid in RoBERTa's larger vocabulary too).
+configurations can be measured where their weights cannot be fetched (they mask with MiniLM's
+tokenizer, cp_dist.pretrained.RANDOM_TOKENIZERS).
 --compile measures every with-PLM case a second time with train.compile=true (torch.compile of the
 encoder and the prompt generator), beside the eager one; compilation happens in the warm-up steps,
 whose time is reported apart. --profile DIR writes a torch.profiler trace of two more steps per case.
@@ -36,22 +36,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
 from report import new_figure, save_figure, write_markdown  # noqa: E402
 
-from cp_dist.clickprompt.masking import TokenMasker  # noqa: E402
 from cp_dist.config import load_config  # noqa: E402
 from cp_dist.data.loader import Batch  # noqa: E402
-from cp_dist.data.meta import FieldMeta  # noqa: E402
+from cp_dist.data.meta import DatasetMeta, FieldMeta  # noqa: E402
 from cp_dist.distributed.process_group import RankInfo, launch  # noqa: E402
 from cp_dist.io import write_json  # noqa: E402
 from cp_dist.pretrained import load_tokenizer  # noqa: E402
-from cp_dist.training.clickprompt import (  # noqa: E402
-    build_clickprompt,
-    clickprompt_optimizer,
-    finetune_step,
-    pamlm_step,
-)
-from cp_dist.training.ctr import build_sharded_model, dense_optimizer, train_step  # noqa: E402
+from cp_dist.training.loop import build_stage, train_step  # noqa: E402
 
-FIELDS = [FieldMeta(f"field{i}", f"field {i}", "user" if i < 4 else "item", 10_000, 10_000 * i) for i in range(8)]
+FIELDS = tuple(FieldMeta(f"field{i}", f"field {i}", "user" if i < 4 else "item", 10_000, 10_000 * i) for i in range(8))
+
+
+def _meta(tokens: int) -> DatasetMeta:
+    """What the stages read of a data set (fields, text length) for the synthetic batches."""
+    return DatasetMeta(dataset="synthetic", fields=FIELDS, splits={}, label_rule="", split={}, min_count=1,
+                       has_timestamp=False, sources=[], counts={}, malformed=[], created_by="perf/bench_train.py",
+                       tokenizer={"max_length": tokens})
 
 
 def _batches(rows: int, tokens: int, vocab: int, seed: int = 0):
@@ -79,55 +79,47 @@ def _timed(step, batches, warmup: int, steps: int) -> tuple[float, float]:
     return warmup_seconds, time.perf_counter() - start
 
 
-def _profile(step, batches, path: Path) -> None:
-    """A Chrome trace of two steps (chrome://tracing, Perfetto) and their ops ranked by own time."""
+def _profile(step, batches, directory: Path, name: str) -> None:
+    """directory/name.trace.json, a Chrome trace of two steps (chrome://tracing, Perfetto), and
+    directory/name.ops.txt, their ops ranked by own time."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities) as profiler:
         for _ in range(2):
             step(next(batches)).item()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profiler.export_chrome_trace(str(path.with_suffix(".trace.json")))
+    directory.mkdir(parents=True, exist_ok=True)
+    profiler.export_chrome_trace(str(directory / f"{name}.trace.json"))
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    path.with_suffix(".ops.txt").write_text(profiler.key_averages().table(sort_by=sort, row_limit=30))
+    (directory / f"{name}.ops.txt").write_text(profiler.key_averages().table(sort_by=sort, row_limit=30))
 
 
 def _measure(rank: RankInfo, args: argparse.Namespace, out: Path) -> None:
     cases = []
     config = load_config("ml-1m", [f"train.precision={args.precision}", *args.set])
-    model = build_sharded_model(FIELDS, config, rank)
-    dense = dense_optimizer(model, config)
-    ctr_step = partial(train_step, model, dense)
-    warmup, seconds = _timed(lambda b: ctr_step(b, rank.device), _batches(args.ctr_batch, 1, 100), args.warmup, args.steps)
+    stage, model = build_stage("ctr", config, _meta(args.tokens), rank)
+    warmup, seconds = _timed(partial(train_step, stage, model, step=0), _batches(args.ctr_batch, 1, 100), args.warmup, args.steps)
     cases.append({"case": "ctr", "encoder": "-", "mode": "eager", "batch": args.ctr_batch, "seconds": seconds,
                   "warmup_seconds": warmup, "samples_per_second": args.steps * args.ctr_batch / seconds})
-    tokenizer = load_tokenizer(args.tokenizer)
     modes = ("eager", "compiled") if args.compile else ("eager",)
-    for encoder, mode, stage in itertools.product(args.encoders, modes, ("pretrain", "finetune")):
+    for encoder, mode, case in itertools.product(args.encoders, modes, ("pamlm", "with_plm")):
         name, _, layers = encoder.partition("@")
         overrides = [f"prompt.plm={name}", f"prompt.num_prompts={args.prompts}", f"train.precision={args.precision}",
-                     f"train.compile={str(mode == 'compiled').lower()}"]
+                     f"train.compile={str(mode == 'compiled').lower()}", "pamlm.plm_lr=1e-5", "finetune.plm_lr=1e-5"]
         if layers:
             overrides.append(f"prompt.plm_layers={layers}")
         config = load_config("ml-1m", overrides + list(args.set))
         torch._dynamo.reset()  # each case compiles afresh (and never hits the recompilation limit)
-        model, info = build_clickprompt(FIELDS, config, rank, stage=stage, plm_lr=1e-5, embedding_lr=0.05)
-        optimizer = clickprompt_optimizer(model, plm_lr=1e-5, dense_lr=1e-3, weight_decay=0.01)
-        vocab = min(model.module.encoder.masked_lm.config.vocab_size, len(tokenizer))
-        if stage == "pretrain":
-            masker = TokenMasker(tokenizer, seed=0, width=args.tokens)
-            step = partial(pamlm_step, model, optimizer, masker, step=0)
-        else:
-            step = partial(finetune_step, model, optimizer)
-        timed_step = partial(step, rank=rank, precision=args.precision)
+        stage, model = build_stage(case, config, _meta(args.tokens), rank)
+        info = stage.summary(model)
+        vocab = min(model.module.encoder.masked_lm.config.vocab_size, len(load_tokenizer(name)))
+        timed_step = partial(train_step, stage, model, step=0)
         batches = _batches(args.batch, args.tokens, vocab)
         warmup, seconds = _timed(timed_step, batches, args.warmup, args.steps)
-        case = "pamlm" if stage == "pretrain" else "finetune_with_plm"
         cases.append({"case": case, "encoder": encoder, "mode": mode, "batch": args.batch, "seconds": seconds,
                       "warmup_seconds": warmup, "samples_per_second": args.steps * args.batch / seconds,
                       "plm_parameters": info["plm_parameters"], "generator_parameters": info["generator_parameters"]})
         if args.profile:
-            _profile(timed_step, batches, args.profile / re.sub(r"[^\w@.-]+", "_", f"{case}-{encoder}-{mode}"))
-        del model, optimizer
+            _profile(timed_step, batches, args.profile, re.sub(r"[^\w@-]+", "_", f"{case}-{encoder}-{mode}"))
+        del model, stage
         if rank.device.type == "cuda":
             torch.cuda.empty_cache()
     out.write_text(json.dumps(cases))
@@ -141,7 +133,6 @@ def main() -> None:
     parser.add_argument("--ctr-batch", type=int, default=4096, help="rows per CTR-only step")
     parser.add_argument("--tokens", type=int, default=64, help="text tokens per row")
     parser.add_argument("--prompts", type=int, default=5, help="prompts per layer")
-    parser.add_argument("--tokenizer", default="minilm", help="masks the text (MiniLM's; a path where the package is absent)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)

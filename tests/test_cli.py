@@ -19,10 +19,12 @@ HELP = [
     ["data", "synth"],
     ["data", "stats"],
     ["data", "tokenize"],
+    ["train"],
     ["train-ctr"],
     ["ctr-table"],
     ["pretrain"],
     ["finetune"],
+    ["compare"],
     ["evaluate"],
 ]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cp_dist.config import Config, load_config, preset_names
-from cp_dist.data.errors import DataError
+from cp_dist.errors import UserError
 
 
 def test_every_data_set_has_a_preset_that_loads() -> None:
@@ -29,15 +29,16 @@ def test_overrides_are_typed() -> None:
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [(["train.epoch=3"], r"unknown key train\.epoch"), (["trian.epochs=3"], "unknown section 'trian'"), (["epochs=3"], "expected section.key=value")],
+    [(["train.epoch=3"], r"unknown key train\.epoch"), (["trian.epochs=3"], "unknown section 'trian'"),
+     (["epochs=3"], "expected section.key=value")],
 )
 def test_typos_are_errors(overrides: list[str], message: str) -> None:
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(UserError, match=message):
         load_config("ml-100k", overrides)
 
 
 def test_missing_preset(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no such preset.*ml-100k"):
+    with pytest.raises(UserError, match="no such preset.*ml-100k"):
         load_config("ml-10m")
 
 
@@ -48,7 +49,7 @@ def test_missing_preset(tmp_path: Path) -> None:
      ("finetune.plm_lr=fast", "finetune.plm_lr is 'fast'; expected float")],
 )
 def test_values_of_the_wrong_type_are_errors(override: str, message: str) -> None:
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(UserError, match=message):
         load_config("ml-100k", [override])
 
 
@@ -61,10 +62,10 @@ def test_exponent_without_a_dot_is_a_float() -> None:
 
 def test_a_preset_extends_another(tmp_path: Path) -> None:
     child = tmp_path / "child.yaml"
-    child.write_text("extends: ml-100k\nprompt:\n  plm_layers: null\npretrain:\n  epochs: 4\n")
+    child.write_text("extends: ml-100k\nprompt:\n  plm_layers: null\npamlm:\n  epochs: 4\n")
     config, parent = load_config(child), load_config("ml-100k")
-    assert config.pretrain.epochs == 4 and config.prompt.plm_layers is None
-    assert config.pretrain.max_steps == parent.pretrain.max_steps and config.ctr == parent.ctr
+    assert config.pamlm.epochs == 4 and config.prompt.plm_layers is None
+    assert config.pamlm.max_steps == parent.pamlm.max_steps and config.ctr == parent.ctr
     (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
-    with pytest.raises(DataError, match="loops back"):
+    with pytest.raises(UserError, match="loops back"):
         load_config(tmp_path / "loop.yaml")

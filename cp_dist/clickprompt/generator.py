@@ -1,4 +1,4 @@
-"""q -> soft prompts: p_{l,k} = g_{l,k}(q), a 2-layer tanh MLP (method.md, section 3).
+"""q -> soft prompts: p_{l,k} = g_{l,k}(q), a 2-layer tanh MLP (the paper's section 3).
 
 Like the reference implementation, all (layer, prompt) generators share their first layer and
 emit one wide output layer. That output layer dominates the size: hidden x L x K x 2 x H for deep
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cp_dist.errors import UserError
 from cp_dist.plm.encoder import PromptedEncoder, Prompts
 
 PLACEMENTS = ("deep", "input")
@@ -21,7 +22,7 @@ class PromptGenerator(nn.Module):
                  hidden: int | None = None):
         super().__init__()
         if placement not in PLACEMENTS:
-            raise ValueError(f"prompt placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
+            raise UserError(f"prompt.placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
         self.placement, self.num_prompts = placement, num_prompts
         self.layers, self.heads, self.head_dim = encoder.num_layers, encoder.num_heads, encoder.head_dim
         width = hidden or encoder.hidden

@@ -1,4 +1,4 @@
-"""ClickPrompt: the CTR model generates the prompts of a language model (method.md, sections 3-5).
+"""ClickPrompt: the CTR model generates the prompts of a language model (the paper's sections 3-5).
 
 One forward runs the CTR backbone once: its representation q both feeds the prompt generator and
 (when finetuning with the PLM) gives y_ctr. The prediction is sigmoid(a * y_ctr + (1 - a) * y_plm)
@@ -7,15 +7,17 @@ with a = sigmoid(fusion_logit), so a stays in (0, 1), starts at 0.5 and is never
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from cp_dist.clickprompt.generator import PromptGenerator
-from cp_dist.config import PromptConfig
+from cp_dist.config import Config, PromptConfig
 from cp_dist.ctr.model import CTRModel
-from cp_dist.plm.encoder import PromptedEncoder
+from cp_dist.data.meta import FieldMeta
+from cp_dist.errors import UserError
+from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm
 
 POOLINGS = ("mean", "cls")
 #: Parameters that PA-MLM does not use and finetuning creates fresh.
@@ -23,10 +25,12 @@ FINETUNE_HEADS = ("ctr.head.", "plm_head.", "fusion_logit")
 
 
 class ClickPrompt(nn.Module):
+    reads_text = True  # scored from the ids and the row's text
+
     def __init__(self, ctr: CTRModel, encoder: PromptedEncoder, config: PromptConfig):
         super().__init__()
         if config.pooling not in POOLINGS:
-            raise ValueError(f"prompt.pooling {config.pooling!r}: expected one of {', '.join(POOLINGS)}")
+            raise UserError(f"prompt.pooling {config.pooling!r}: expected one of {', '.join(POOLINGS)}")
         self.ctr, self.encoder, self.pooling = ctr, encoder, config.pooling
         # No prompts (num_prompts=0) leaves two towers fused only at the logit: the paper's ablation.
         self.generator = (
@@ -104,3 +108,14 @@ def prepare_for_finetuning(model: ClickPrompt, plm_lr: float) -> None:
     freeze(model.mlm_head_only_parameters())
     if plm_lr == 0:
         freeze(model.encoder.encoder.parameters())
+
+
+def build_clickprompt(fields: Sequence[FieldMeta], config: Config, embedding_device: str | None = None,
+                      lookup_device: torch.device | None = None) -> ClickPrompt:
+    """The "clickprompt" architecture (cp_dist.models): the CTR model prompting config.prompt.plm.
+    `fresh_mlm_head` records whether the PLM came without an MLM head (one was initialised)."""
+    ctr = CTRModel(fields, config.ctr, embedding_device, lookup_device)
+    masked_lm, fresh_head = load_masked_lm(config.prompt.plm, config.prompt.plm_layers)
+    model = ClickPrompt(ctr, PromptedEncoder(masked_lm), config.prompt)
+    model.fresh_mlm_head = fresh_head
+    return model

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cp_dist.config import CTRConfig
-from cp_dist.ctr.backbones import build_backbone
+from cp_dist.config import Config, CTRConfig
+from cp_dist.ctr.backbones import BACKBONES
 from cp_dist.ctr.embedding import FieldEmbedding
 from cp_dist.data.meta import FieldMeta
 
@@ -20,12 +20,14 @@ class CTRModel(nn.Module):
     each rank's shards; `lookup_device` is the device they will live on (see FieldEmbedding).
     """
 
+    reads_text = False  # scored from the ids alone
+
     def __init__(self, fields: Sequence[FieldMeta], config: CTRConfig, embedding_device: str | None = None,
                  lookup_device: torch.device | None = None):
         super().__init__()
         self.config = config
         self.embedding = FieldEmbedding(fields, config.embedding_dim, embedding_device, lookup_device)
-        self.backbone = build_backbone(config, len(fields))
+        self.backbone = BACKBONES.lookup(config.model, "ctr.model")(len(fields), config.embedding_dim, config)
         self.head = nn.Linear(self.backbone.q_dim, 1)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -40,3 +42,9 @@ class CTRModel(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.logit(self.interact(self.embed(ids)))
+
+
+def build_ctr_model(fields: Sequence[FieldMeta], config: Config, embedding_device: str | None = None,
+                    lookup_device: torch.device | None = None) -> CTRModel:
+    """The "ctr" architecture (cp_dist.models)."""
+    return CTRModel(fields, config.ctr, embedding_device, lookup_device)

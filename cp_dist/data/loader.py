@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from cp_dist.data.errors import DataError
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.text import TOKENS_COLUMN, pad_token_lists
+from cp_dist.errors import UserError
 
 
 @dataclass
@@ -41,9 +42,26 @@ class Batch:
         return Batch(*moved, num_valid=self.num_valid)
 
 
+class BatchSource(Protocol):
+    """What the training loop consumes: an epoch of global batches, this rank's slice of each.
+
+    Global batches must not depend on the world size (W ranks see, together, the rows one process
+    would), and set_epoch(epoch, skip) must resume an epoch exactly after its first `skip` batches.
+    """
+
+    @property
+    def num_rows(self) -> int: ...
+
+    def __len__(self) -> int: ...  # global batches per epoch
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+
 class SplitLoader:
-    """Iterates one split (or several as one, e.g. train + valid for PA-MLM) in global batches;
-    this rank receives its slice of each."""
+    """The BatchSource over prepared Parquet splits: one split (or several as one, e.g. train +
+    valid for PA-MLM) in global batches; this rank receives its slice of each."""
 
     def __init__(
         self,
@@ -60,10 +78,10 @@ class SplitLoader:
         window_row_groups: int = 8,
     ):
         if global_batch_size % world_size:
-            raise ValueError(f"global batch {global_batch_size} is not divisible by world size {world_size}")
+            raise UserError(f"global batch {global_batch_size} is not divisible by world size {world_size}")
         self.meta = DatasetMeta.load(data_dir)
         if text and self.meta.tokenizer is None:
-            raise DataError(f"{data_dir}: no pre-tokenized text; run `cp-dist data tokenize --data {data_dir}` first")
+            raise UserError(f"{data_dir}: no pre-tokenized text; run `cp-dist data tokenize --data {data_dir}` first")
         splits = [split] if isinstance(split, str) else list(split)
         self.files = [pq.ParquetFile(self.meta.split_path(data_dir, name)) for name in splits]
         self.row_groups = [(f, g) for f in self.files for g in range(f.num_row_groups)]

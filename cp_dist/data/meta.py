@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cp_dist.data.errors import DataError
+from cp_dist.errors import UserError
 from cp_dist.io import atomic_file
 
 META_FILE = "meta.json"
@@ -62,13 +62,13 @@ class DatasetMeta:
     def load(cls, data_dir: Path) -> DatasetMeta:
         path = data_dir / META_FILE
         if not path.is_file():
-            raise DataError(f"{path}: not found; expected a directory written by `cp-dist data prepare`")
+            raise UserError(f"{path}: not found; expected a directory written by `cp-dist data prepare`")
         try:
             payload = json.loads(path.read_text())
             payload.pop("num_features", None)
             if payload.get("format_version") != FORMAT_VERSION:
-                raise DataError(f"{path}: format_version {payload.get('format_version')}, expected {FORMAT_VERSION}")
+                raise UserError(f"{path}: format_version {payload.get('format_version')}, expected {FORMAT_VERSION}")
             payload["fields"] = tuple(FieldMeta(**f) for f in payload["fields"])
             return cls(**payload)
         except (ValueError, TypeError, KeyError) as err:
-            raise DataError(f"{path}: not a cp_dist meta file ({err})") from err
+            raise UserError(f"{path}: not a cp_dist meta file ({err})") from err

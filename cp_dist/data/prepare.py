@@ -19,12 +19,12 @@ from tqdm.auto import tqdm
 
 import cp_dist
 from cp_dist.data.columns import as_array, clean_text, first_per_key
-from cp_dist.data.errors import DataError
 from cp_dist.data.formats import get_format
 from cp_dist.data.formats.base import RawFormat
 from cp_dist.data.lines import RawFile
 from cp_dist.data.meta import SPLITS, VOCAB_FILE, DatasetMeta, FieldMeta
 from cp_dist.data.schema import Field, LabelRule, RawTables
+from cp_dist.errors import UserError
 from cp_dist.io import atomic_dir
 
 OOV_VALUE = "<OOV>"
@@ -43,11 +43,11 @@ class PrepareOptions:
 
     def validate(self) -> None:
         if self.split not in (None, "time", "random"):
-            raise DataError(f"--split {self.split!r}: expected 'time' or 'random'")
+            raise UserError(f"--split {self.split!r}: expected 'time' or 'random'")
         if len(self.ratios) != 3 or min(self.ratios) <= 0 or abs(sum(self.ratios) - 1) > 1e-9:
-            raise DataError(f"--ratios {self.ratios}: expected three positive fractions that sum to 1")
+            raise UserError(f"--ratios {self.ratios}: expected three positive fractions that sum to 1")
         if self.min_count < 1:
-            raise DataError(f"--min-count {self.min_count}: expected an integer >= 1")
+            raise UserError(f"--min-count {self.min_count}: expected an integer >= 1")
 
 
 @dataclass
@@ -98,9 +98,9 @@ def prepare(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareOptions 
     fmt = get_format(dataset)
     method = options.split or ("time" if fmt.has_timestamp else "random")
     if method == "time" and not fmt.has_timestamp:
-        raise DataError(f"{dataset} has no timestamps, so it cannot be split by time; use --split random")
+        raise UserError(f"{dataset} has no timestamps, so it cannot be split by time; use --split random")
     if out_dir.exists() and not options.overwrite:  # fail before the long work, not after
-        raise FileExistsError(f"{out_dir}: already exists; pass --overwrite to replace it")
+        raise UserError(f"{out_dir}: already exists; pass --overwrite to replace it")
     files = fmt.locate(raw_dir, strict=options.strict)
     tables = fmt.read(files)
 
@@ -147,7 +147,7 @@ def _encode_interactions(
         bad = rule.out_of_range(ratings)
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
-            raise DataError(
+            raise UserError(
                 f"{tables.interactions_file}:{chunk['line'][k].as_py()}: rating {chunk['rating'][k].as_py()} "
                 f"does not fit the label rule ({rule.describe()})"
             )
@@ -170,7 +170,7 @@ def _encode_interactions(
     counts["distinct_users"] = len(np.unique(np.concatenate([p[0] for p in parts]))) if n else 0
     counts["distinct_items"] = len(np.unique(np.concatenate([p[1] for p in parts]))) if n else 0
     if n == 0:
-        raise DataError(
+        raise UserError(
             f"{tables.interactions_file}: no interaction is left after the label rule and the joins "
             f"({', '.join(f'{k}={v}' for k, v in counts.items())}); expected at least one"
         )
@@ -197,7 +197,7 @@ def _split(interactions: Interactions, method: str, options: PrepareOptions) -> 
     parts = np.split(order, cuts)
     for name, rows in zip(SPLITS, parts):
         if len(rows) == 0:
-            raise DataError(f"{n} interactions are too few for a non-empty {name} split at ratios {options.ratios}")
+            raise UserError(f"{n} interactions are too few for a non-empty {name} split at ratios {options.ratios}")
     return parts
 
 

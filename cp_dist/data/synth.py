@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from cp_dist.data.errors import DataError
+from cp_dist.errors import UserError
 from cp_dist.io import atomic_dir
 
 GENRES = ["Drama", "Comedy", "Action", "Thriller", "Romance", "Horror", "Fantasy", "Mystery", "Adventure",
@@ -157,9 +157,9 @@ class SynthFormat:
 def synth(fmt: str, rows: int, out_dir: Path, *, seed: int = 0, overwrite: bool = False) -> dict:
     """Writes `rows` interaction lines of format `fmt` into out_dir; returns the truth record."""
     if fmt not in SYNTH_FORMATS:
-        raise DataError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(SYNTH_FORMATS)}")
+        raise UserError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(SYNTH_FORMATS)}")
     if rows < 100:
-        raise DataError(f"--rows {rows}: expected at least 100")
+        raise UserError(f"--rows {rows}: expected at least 100")
     spec = SYNTH_FORMATS[fmt]
     rng = np.random.default_rng(seed)
     world = World.make(
@@ -235,7 +235,8 @@ def _write_ml1m(out: Path, world: World, rows: int, rng: np.random.Generator) ->
     writer.close()
 
     genre_names = pa.array(GENRES)
-    titles = pc.binary_join_element_wise(world.titles(), pc.binary_join_element_wise("(", _ints(rng.integers(1950, 2001, n_items)), ")", ""), " ")
+    years = pc.binary_join_element_wise("(", _ints(rng.integers(1950, 2001, n_items)), ")", "")
+    titles = pc.binary_join_element_wise(world.titles(), years, " ")
     first_genre = genre_names.take(world.item_genre)
     genres = pc.binary_join_element_wise(first_genre, genre_names.take(rng.integers(0, len(GENRES), n_items)), "|")
     writer = LineWriter(out / "movies.dat", "iso-8859-1")
@@ -353,13 +354,15 @@ def _write_goodreads(out: Path, world: World, rows: int, rng: np.random.Generato
     book_author = rng.integers(0, n_authors, n_items)
     # Series volumes make titles as many-valued as real book titles.
     volume = pc.binary_join_element_wise(" #", _ints(np.arange(n_items) % 1000), "")
-    titles = pc.binary_join_element_wise(world.titles(), pa.array(np.where(np.arange(n_items) % 2 == 0, "", volume.to_numpy(zero_copy_only=False))), "")
+    volumes = pa.array(np.where(np.arange(n_items) % 2 == 0, "", volume.to_numpy(zero_copy_only=False)))
+    titles = pc.binary_join_element_wise(world.titles(), volumes, "")
     formats = pa.array(["Paperback", "Hardcover", "Kindle Edition", "ebook", "Audiobook", "Mass Market Paperback"])
     book_format = formats.take(rng.integers(0, len(formats), n_items))
     strings = {
         "text_reviews_count": _ints(rng.zipf(1.6, n_items) % 20_000),
         "is_ebook": pa.array(np.where(rng.random(n_items) < 0.3, "true", "false")),
-        "average_rating": pc.binary_join_element_wise(_ints(rng.integers(2, 5, n_items)), pc.utf8_lpad(_ints(rng.integers(0, 100, n_items)), 2, "0"), "."),
+        "average_rating": pc.binary_join_element_wise(_ints(rng.integers(2, 5, n_items)),
+                                                      pc.utf8_lpad(_ints(rng.integers(0, 100, n_items)), 2, "0"), "."),
         "num_pages": _ints(rng.integers(40, 1200, n_items)),
         "publisher": pa.array(["Penguin", "Tor Books", "Vintage", "Éditions du Seuil", "Scholastic"]).take(rng.integers(0, 5, n_items)),
         "publication_year": _ints(rng.integers(1900, 2018, n_items)),
@@ -411,7 +414,8 @@ def _write_goodreads(out: Path, world: World, rows: int, rng: np.random.Generato
         "item_samples": _samples(
             book_keys,
             {"book_id": book_keys, "title": titles, "genres": top_genre, "author_name": author_of_book, "format": book_format,
-             "media_type": pa.array([{"Kindle Edition": "ebook", "ebook": "ebook", "Audiobook": "audio"}.get(f, "print") for f in book_format.to_pylist()])},
+             "media_type": pa.array([{"Kindle Edition": "ebook", "ebook": "ebook", "Audiobook": "audio"}.get(f, "print")
+                                     for f in book_format.to_pylist()])},
             _sample_rows(n_items, _accented(titles)),
         ),
     }

@@ -12,7 +12,7 @@ the DeepSpeed engine reaches the lookups and steps the tables' optimizer on its 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,24 +22,23 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
+from cp_dist.checkpoint import load_model, save_model
 from cp_dist.config import Config
 from cp_dist.ctr.embedding import FieldEmbedding
-from cp_dist.data.errors import DataError
+from cp_dist.distributed.engines import ParameterGroups, Start
 from cp_dist.distributed.process_group import RankInfo
-from cp_dist.distributed.sharding import shard
-from cp_dist.distributed.tables import initialize_tables, load_model, load_table_state, save_model, save_table_state
+from cp_dist.distributed.sharding import describe_plan, shard
+from cp_dist.distributed.tables import initialize_tables, load_table_state, save_table_state
+from cp_dist.errors import UserError
 
-ZERO_STAGES = (0, 1, 2, 3)
 ENGINE_TAG = "zero"  # DeepSpeed's checkpoint sub-folder
 
 
 def deepspeed_config(config: Config, global_batch_size: int, world_size: int) -> dict:
     """ZeRO settings for one optimisation step per global batch, each rank holding its slice."""
     distributed = config.distributed
-    if distributed.zero_stage not in ZERO_STAGES:
-        raise DataError(f"distributed.zero_stage is {distributed.zero_stage}; expected one of {', '.join(map(str, ZERO_STAGES))}")
     if config.train.compile and distributed.zero_stage == 3:
-        raise DataError("train.compile is not supported with distributed.zero_stage 3: ZeRO-3 gathers parameters in "
+        raise UserError("train.compile is not supported with distributed.zero_stage 3: ZeRO-3 gathers parameters in "
                         "module hooks, and compiling through them is untested here; use stage 0-2, or train.compile=false")
     zero: dict = {"stage": distributed.zero_stage}
     if distributed.offload_optimizer:
@@ -49,7 +48,7 @@ def deepspeed_config(config: Config, global_batch_size: int, world_size: int) ->
         "train_micro_batch_size_per_gpu": global_batch_size // world_size,
         "gradient_accumulation_steps": 1,
         "zero_optimization": zero,
-        "zero_allow_untested_optimizer": True,  # AdamW with per-group learning rates (clickprompt_optimizer)
+        "zero_allow_untested_optimizer": True,  # AdamW with the stage's parameter groups
         # train.precision=bf16 is autocast inside the step (as everywhere in cp_dist): weights,
         # gradients and optimizer states stay fp32, and so does the exported model. DeepSpeed's own
         # bf16 mode would store the weights themselves in bf16.
@@ -76,8 +75,9 @@ def _safe_checkpoint_engine():
 
 
 @dataclass
-class HybridModel:
-    """A ClickPrompt (or CTR) model split in two: `tables` (TorchRec) and `engine` (DeepSpeed)."""
+class HybridEngine:
+    """The Engine (cp_dist.distributed.engines) of a model split in two: `tables` (TorchRec) and
+    `engine` (DeepSpeed), in one process group."""
 
     tables: DistributedModelParallel
     engine: object  # deepspeed.DeepSpeedEngine; its .module is the model with an identity for the tables
@@ -122,6 +122,16 @@ class HybridModel:
         read), whatever the ZeRO stage. Call on every rank."""
         save_model(self.tables, directory, extra, table_prefix=self.table_prefix, dense_state=self.dense_state())
 
+    def gathered(self, parameters: list[nn.Parameter]) -> AbstractContextManager:
+        """Under ZeRO-3, the whole values of these (partitioned) parameters inside the block."""
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(parameters, enabled=self.engine.zero_optimization_stage() == 3)
+
+    def describe(self) -> dict:
+        return {"engine": "hybrid", "zero_stage": self.engine.zero_optimization_stage(),
+                "sharding": describe_plan(self.tables)}
+
     def dense_state(self) -> dict[str, torch.Tensor]:
         """The dense model's state_dict on the host (rank 0; empty elsewhere). Under ZeRO-3 each
         module's partitioned parameters are gathered in turn, so no rank ever holds the whole
@@ -155,14 +165,10 @@ def split_tables(model: nn.Module) -> tuple[FieldEmbedding, str]:
     return tables, f"{paths[0]}."
 
 
-def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, *,
-                 optimizer_for: Callable[[nn.Module], torch.optim.Optimizer], embedding_lr: float,
-                 global_batch_size: int, init_from: Path | None = None, keep: tuple[str, ...] = ()) -> HybridModel:
+def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, *, parameter_groups: ParameterGroups,
+                 embedding_lr: float, global_batch_size: int, start: Start | None = None) -> HybridEngine:
     """Shards `model` (built under torch.manual_seed(config.train.seed), its tables on "meta") in two.
-
-    optimizer_for(dense model) builds the dense optimizer. init_from: a cp_dist checkpoint loaded
-    before ZeRO partitions anything (e.g. PA-MLM's, for finetuning), but for the `keep` prefixes.
-    """
+    The start checkpoint is loaded before ZeRO partitions anything."""
     import deepspeed
 
     os.environ.setdefault("LOCAL_RANK", str(rank.device.index if rank.device.type == "cuda" else rank.rank))
@@ -172,9 +178,11 @@ def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, *,
     sharded = shard(tables, config.distributed.sharding, rank)
     initialize_tables(sharded, config.train.seed, config.train.embedding_init_std, table_prefix=prefix)
     model.to(rank.device)
-    if init_from is not None:
-        load_model(sharded, init_from, keep=keep, table_prefix=prefix, dense=model)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer_for(model), dist_init_required=False,
+    if start is not None:
+        load_model(sharded, start.checkpoint, source_prefix=start.source_prefix, keep=start.keep, table_prefix=prefix,
+                   dense=model)
+    optimizer = torch.optim.AdamW(parameter_groups((n, p) for n, p in model.named_parameters() if p.requires_grad))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, dist_init_required=False,
                                       config=deepspeed_config(config, global_batch_size, rank.world_size))
     engine.checkpoint_engine = _safe_checkpoint_engine()
-    return HybridModel(sharded, engine, prefix)
+    return HybridEngine(sharded, engine, prefix)

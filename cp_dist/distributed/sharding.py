@@ -19,7 +19,8 @@ from cp_dist.distributed.process_group import RankInfo
 #: leave the fused row-wise Adagrad for the dense optimizer (so training would depend on the plan)
 #: and run through an fbgemm dense kernel that warns of unregistered autograd.
 MODEL_PARALLEL = [ShardingType.TABLE_WISE, ShardingType.COLUMN_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.ROW_WISE]
-SHARDINGS = {
+#: distributed.sharding (cp_dist.config.SHARDINGS) -> the sharding types the plan may use.
+SHARDING_TYPES = {
     "auto": MODEL_PARALLEL,
     "table_wise": [ShardingType.TABLE_WISE],
     "column_wise": [ShardingType.COLUMN_WISE],
@@ -38,11 +39,9 @@ def embedding_collection_path(model: nn.Module) -> str:
 def sharding_plan(model: nn.Module, sharding: str, rank: RankInfo) -> ShardingPlan:
     """The plan for the model's EmbeddingBagCollection.
 
-    Row-wise gets a hand-built plan: TorchRec's planner refuses it on CPU (stack.md), and the
+    Row-wise gets a hand-built plan: TorchRec's planner refuses it on CPU, and the
     same plan serves GPUs. The others go through the planner, constrained to one type.
     """
-    if sharding not in SHARDINGS:
-        raise ValueError(f"distributed.sharding {sharding!r}: expected one of {', '.join(SHARDINGS)}")
     path = embedding_collection_path(model)
     ebc = model.get_submodule(path)
     if sharding == "row_wise":
@@ -51,7 +50,7 @@ def sharding_plan(model: nn.Module, sharding: str, rank: RankInfo) -> ShardingPl
             ebc, per_param_sharding=per_table, device_type=rank.table_device.type, world_size=rank.world_size
         )
         return ShardingPlan({path: module_plan})
-    allowed = [t.value for t in SHARDINGS[sharding]]
+    allowed = [t.value for t in SHARDING_TYPES[sharding]]
     constraints = {config.name: ParameterConstraints(sharding_types=allowed) for config in ebc.embedding_bag_configs()}
     topology = TopologyFactory.create_topology(
         TrainerConfig(world_size=rank.world_size), kernel_config=KernelConfig(compute_device=rank.table_device.type)

@@ -1,8 +1,8 @@
 """A BERT- or RoBERTa-family masked LM that reads soft prompts from the CTR side.
 
-Two placements (method.md, section 3):
+Two placements (the paper's section 3 and its ablation):
 - deep: every layer gets its own K prefix keys and values, prefix-tuning style. They go in as a
-  fresh transformers DynamicCache per forward (the old tuple cache no longer works, stack.md),
+  fresh transformers DynamicCache per forward (transformers 5 no longer accepts the old tuple cache),
   with a 2-D mask over [K prefix slots ; text] and explicit text position ids, so text positions
   are not shifted by K. Prefix slots have no queries.
 - input: K prompt vectors are prepended to the word embeddings and travel through every layer

@@ -1,1 +1,1 @@
-"""Training loops: CTR models now; PA-MLM pretraining and finetuning next."""
+"""Training: stages (a registry), the one loop over the engines, local and Ray runners, the comparison."""

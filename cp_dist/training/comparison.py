@@ -1,49 +1,27 @@
 """The paper's comparison on one data set: the CTR baseline, ClickPrompt without and with the PLM,
 and the ablations, over several seeds, in one table with a paired significance test.
 
-Runs land in out_dir/seed<k>/<run>; a finished run (its metrics.json or pretrain.json) is reused,
-so an interrupted comparison resumes where it stopped. The PA-MLM run of a seed is shared by the
+Runs land in out_dir/seed<k>/<run>; a finished run is reused and an unfinished one resumes, so an
+interrupted comparison goes on where it stopped. The PA-MLM run of a seed is shared by the
 variants that start from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from scipy import stats
 
 from cp_dist.config import Config
+from cp_dist.errors import UserError
 from cp_dist.io import atomic_file, write_json
-from cp_dist.training.clickprompt import PRETRAIN_FILE, finetune_with_plm, finetune_without_plm, pretrain
-from cp_dist.training.ctr import METRICS_FILE, train_ctr
-
-BASELINE = "ctr"
-
-
-@dataclass(frozen=True)
-class Variant:
-    description: str
-    stage: str  # ctr | without_plm | with_plm
-    pretrain: str | None = None  # the PA-MLM run it starts from: "pamlm" (the preset's prompts), "pamlm-input", None
-    prompt: dict = dataclasses.field(default_factory=dict)  # overrides of the prompt section
-
-
-VARIANTS: dict[str, Variant] = {
-    BASELINE: Variant("the preset's CTR backbone alone", "ctr"),
-    "clickprompt-no-plm": Variant("ClickPrompt, finetuned without the PLM (served as the plain backbone)", "without_plm", "pamlm"),
-    "clickprompt": Variant("ClickPrompt, finetuned with the PLM", "with_plm", "pamlm"),
-    "ablation-no-pamlm": Variant("with the PLM, no PA-MLM (finetuning starts from fresh prompts)", "with_plm"),
-    "ablation-input-prompts": Variant("with the PLM, prompts at the input layer only (PA-MLM too)", "with_plm", "pamlm-input",
-                                      {"placement": "input"}),
-    "ablation-no-prompts": Variant("with the PLM, no prompts: the two towers' logits fused late, no PA-MLM",
-                                   "with_plm", None, {"num_prompts": 0}),
-}
-MAIN_VARIANTS = [BASELINE, "clickprompt-no-plm", "clickprompt"]
+from cp_dist.runs import RunDir
+from cp_dist.training.loop import StageJob
+from cp_dist.training.runner import train
+from cp_dist.training.variants import BASELINE, MAIN_VARIANTS, VARIANTS
 
 
 def run_comparison(
@@ -54,7 +32,7 @@ def run_comparison(
     (default out_dir). Returns the JSON payload."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        raise ValueError(f"unknown variant {unknown[0]!r}; expected some of {', '.join(VARIANTS)}")
+        raise UserError(f"unknown variant {unknown[0]!r}; expected some of {', '.join(VARIANTS)}")
     variants = [BASELINE, *[v for v in variants if v != BASELINE]]  # relative changes need the baseline
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for seed in seeds:
@@ -76,28 +54,20 @@ def _with_prompt(config: Config, overrides: dict) -> Config:
 def _run_variant(data_dir: Path, seed_dir: Path, config: Config, name: str, progress: Callable[[str], None]) -> dict:
     variant = VARIANTS[name]
     config = _with_prompt(config, variant.prompt)
-    run_dir = seed_dir / name
-    pretrain_seconds = 0.0
-    pretrained = None
-    if variant.pretrain is not None:
-        pretrained = seed_dir / variant.pretrain
-        if not (pretrained / PRETRAIN_FILE).is_file():
-            progress(f"[seed {config.train.seed}] PA-MLM ({config.prompt.placement} prompts) -> {pretrained}")
-            pretrain(data_dir, pretrained, config, overwrite=True)
-        pretrain_seconds = json.loads((pretrained / PRETRAIN_FILE).read_text())["train_seconds"]
-    if (run_dir / METRICS_FILE).is_file():
-        metrics = json.loads((run_dir / METRICS_FILE).read_text())
-    else:
-        progress(f"[seed {config.train.seed}] {name}: {variant.description} -> {run_dir}")
-        if variant.stage == "ctr":
-            metrics = train_ctr(data_dir, run_dir, config, overwrite=True)
-        elif variant.stage == "without_plm":
-            metrics = finetune_without_plm(data_dir, pretrained, run_dir, config, overwrite=True)
-        else:
-            metrics = finetune_with_plm(data_dir, pretrained, run_dir, config, overwrite=True)
-    return {"seed": config.train.seed, "run": str(run_dir), "test": metrics["test"], "valid": metrics["valid"],
+    pamlm_seconds, start = 0.0, None
+    if variant.pamlm_run is not None:
+        pamlm = RunDir(seed_dir / variant.pamlm_run)
+        if not pamlm.finished:
+            progress(f"[seed {config.train.seed}] PA-MLM ({config.prompt.placement} prompts) -> {pamlm.path}")
+        pamlm_seconds = train(StageJob("pamlm", data_dir, pamlm.path, config))["train_seconds"]
+        start = pamlm.checkpoint
+    run = RunDir(seed_dir / name)
+    if not run.finished:
+        progress(f"[seed {config.train.seed}] {name}: {variant.description} -> {run.path}")
+    metrics = train(StageJob(variant.stage, data_dir, run.path, config, init_from=start))
+    return {"seed": config.train.seed, "run": str(run.path), "test": metrics["test"], "valid": metrics["valid"],
             "best_epoch": metrics["best_epoch"], "train_seconds": metrics["train_seconds"],
-            "pretrain_seconds": pretrain_seconds, "fusion_weight": metrics.get("fusion_weight")}
+            "pamlm_seconds": pamlm_seconds, "fusion_weight": metrics["model_info"].get("fusion_weight")}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -113,7 +83,7 @@ def _summarize(runs: dict[str, list[dict]], seeds: Sequence[int], config: Config
         row = {"variant": name, "description": VARIANTS[name].description, "seeds": list(seeds),
                "test_auc": auc, "test_logloss": logloss,
                "relative_auc_change": [(a - b) / b for a, b in zip(auc, base_auc)],
-               "seconds": [r["train_seconds"] + r["pretrain_seconds"] for r in variant_runs],
+               "seconds": [r["train_seconds"] + r["pamlm_seconds"] for r in variant_runs],
                "fusion_weight": [r["fusion_weight"] for r in variant_runs]}
         row["test_auc_mean"], row["test_auc_std"] = _mean_std(auc)
         row["test_logloss_mean"], row["test_logloss_std"] = _mean_std(logloss)
@@ -129,7 +99,7 @@ def format_comparison(payload: dict) -> str:
     config = payload["config"]
     prompt = config["prompt"]
     seeds = payload["rows"][0]["seeds"]
-    pretraining = config["pretrain"]
+    pretraining = config["pamlm"]
     steps = f", at most {pretraining['max_steps']} steps" if pretraining.get("max_steps") else ""
     lines = [
         f"Test AUC / LogLoss, mean ± std over seeds {', '.join(map(str, seeds))}; baseline {payload['baseline']}; "

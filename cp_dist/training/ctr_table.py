@@ -3,35 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 from pathlib import Path
 
 from cp_dist.config import Config
 from cp_dist.io import atomic_file, write_json
-from cp_dist.training.ctr import METRICS_FILE, train_ctr
+from cp_dist.training.loop import StageJob
+from cp_dist.training.runner import train
 
 
 def run_table(
     data_dir: Path, out_dir: Path, config: Config, *, models: list[str], seeds: list[int], results_dir: Path | None = None
 ) -> str:
-    """Trains each (model, seed) into out_dir/<model>/seed<k> (finished runs are reused) and
+    """Trains each (model, seed) into out_dir/<model>/seed<k> (finished runs are reused, unfinished ones resume) and
     writes table.json and table.md to results_dir (default out_dir); returns the markdown."""
     results_dir = results_dir or out_dir
     rows = []
     for model in models:
         runs = []
         for seed in seeds:
-            run_dir = out_dir / model / f"seed{seed}"
-            if (run_dir / METRICS_FILE).is_file():
-                runs.append(json.loads((run_dir / METRICS_FILE).read_text()))
-                continue
             run_config = dataclasses.replace(
                 config,
                 ctr=dataclasses.replace(config.ctr, model=model),
                 train=dataclasses.replace(config.train, seed=seed),
             )
-            runs.append(train_ctr(data_dir, run_dir, run_config))
+            runs.append(train(StageJob("ctr", data_dir, out_dir / model / f"seed{seed}", run_config)))
         auc = [r["test"]["auc"] for r in runs]
         logloss = [r["test"]["logloss"] for r in runs]
         rows.append(

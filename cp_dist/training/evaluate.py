@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,7 +11,10 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
-from cp_dist.data.loader import Batch
+from cp_dist.checkpoint import load_run
+from cp_dist.data.loader import Batch, SplitLoader
+from cp_dist.data.meta import DatasetMeta
+from cp_dist.runs import RunDir
 
 
 @torch.no_grad()
@@ -29,3 +33,10 @@ def evaluate(score: Callable[[Batch], torch.Tensor], batches: Iterable[Batch], d
 def predict(score: Callable[[Batch], torch.Tensor], batches: Iterable[Batch]) -> np.ndarray:
     """This rank's click probabilities, in row order."""
     return np.concatenate([torch.sigmoid(score(b)[: b.num_valid]).cpu().numpy() for b in batches])
+
+
+def evaluate_run(run_dir: Path, data_dir: Path, split: str, batch_size: int = 4096) -> dict[str, float]:
+    """AUC and LogLoss of a finished run's model on a split, rebuilt from its checkpoint in one process."""
+    meta = DatasetMeta.load(data_dir)
+    _, score, reads_text = load_run(RunDir(run_dir).checkpoint, meta.fields)
+    return evaluate(score, SplitLoader(data_dir, split, global_batch_size=batch_size, text=reads_text), torch.device("cpu"))

@@ -1,73 +1,226 @@
-"""The epoch loop shared by CTR training and ClickPrompt finetuning: train, validate, keep the
-best checkpoint by validation AUC, stop after `patience` epochs without improvement, and score
-the best checkpoint on valid and test."""
+"""The one training loop: epochs of steps, evaluation, the selected checkpoint, early stopping,
+resume points, and the result. Every stage runs through it, on either engine, in one process, in
+spawned local ranks or in Ray Train's workers.
+
+Resume points hold everything a restart needs (the engine's weights and optimizer states, the data
+position, each rank's RNG state), so a killed run, run again, ends with the step losses of an
+uninterrupted one.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from cp_dist.data.loader import Batch, SplitLoader
+from cp_dist.config import Config
+from cp_dist.data.meta import DatasetMeta
+from cp_dist.distributed.engines import Engine, build_engine
 from cp_dist.distributed.process_group import RankInfo
-from cp_dist.distributed.tables import load_model, save_model
-from cp_dist.training.evaluate import evaluate
+from cp_dist.runs import RunDir
+from cp_dist.training.resume import ResumeStore
+from cp_dist.training.stages import STAGES
+from cp_dist.training.stages.base import Stage
 
-CHECKPOINT_DIR = "checkpoint"
+PROGRESS_FILE = "progress.json"
+
+
+@dataclass(frozen=True)
+class StageJob:
+    stage: str  # a name in cp_dist.training.stages.STAGES
+    data_dir: Path
+    out_dir: Path  # the run directory (cp_dist.runs); every rank (every node) must see it
+    config: Config
+    init_from: Path | None = None  # a start checkpoint, e.g. a PA-MLM run's checkpoint/
+    fail_at_step: int | None = None  # rehearsal: the last rank SIGKILLs itself once at this step
 
 
 @dataclass
-class Fit:
-    """What one training run needs besides its model."""
+class Progress:
+    """Where training stands; saved with every resume point."""
 
-    model: nn.Module
-    step: Callable[[Batch], torch.Tensor]  # one optimisation step; returns the loss
-    score: Callable[[Batch], torch.Tensor]  # click logits
-    train: SplitLoader
-    valid: SplitLoader
-    test: SplitLoader
-    epochs: int
-    patience: int
-    out_dir: Path
-    checkpoint_extra: dict
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_step: int = 0
+    epoch_losses: list[float] = field(default_factory=list)  # this epoch's global step losses so far
+    history: list[dict] = field(default_factory=list)  # finished epochs
+    best_epoch: int = -1
+    best_valid: dict | None = None
+    best_test: dict | None = None  # the test split, scored with the selected checkpoint
+    seconds: float = 0.0
+    done: bool = False
+    resumed_at: list[int] = field(default_factory=list)  # global steps this run was resumed from
 
 
 def global_step_losses(losses: list[torch.Tensor], rank: RankInfo) -> list[float]:
     """Each step's loss over the whole global batch (the mean of the ranks' slice losses)."""
     stacked = torch.stack(losses)
-    dist.all_reduce(stacked)
+    if rank.world_size > 1:
+        dist.all_reduce(stacked)
     return (stacked / rank.world_size).tolist()
 
 
-def fit(run: Fit, rank: RankInfo) -> dict:
-    """Returns best_epoch, valid, test, history and train_seconds (identical on every rank)."""
-    history, best_auc, best_epoch, started = [], float("-inf"), -1, time.perf_counter()
-    for epoch in range(run.epochs):
-        run.train.set_epoch(epoch)
-        run.model.train()
-        losses = [run.step(b) for b in tqdm(run.train, desc=f"epoch {epoch}", leave=False, disable=None if rank.is_main else True)]
-        step_losses = global_step_losses(losses, rank)
-        run.model.eval()
-        valid = evaluate(run.score, run.valid, rank.device)
-        history.append({"epoch": epoch, "train_loss": sum(step_losses) / len(step_losses), "step_losses": step_losses,
-                        "valid": valid, "seconds": time.perf_counter() - started})
-        if valid["auc"] > best_auc:
-            best_auc, best_epoch = valid["auc"], epoch
-            save_model(run.model, run.out_dir / CHECKPOINT_DIR, {"epoch": epoch, **run.checkpoint_extra})
-        elif epoch - best_epoch >= run.patience:
-            break
-    load_model(run.model, run.out_dir / CHECKPOINT_DIR)
-    run.model.eval()
+def build_stage(name: str, config: Config, meta: DatasetMeta, rank: RankInfo,
+                init_from: Path | None = None) -> tuple[Stage, Engine]:
+    """The stage and its model on config.distributed.engine, ready to train (benchmarks step it by hand)."""
+    stage: Stage = STAGES[name](config, meta, rank)
+    engine = build_engine(stage.build_model(), config, rank, parameter_groups=stage.parameter_groups,
+                          embedding_lr=stage.settings.embedding_lr, global_batch_size=stage.settings.global_batch_size,
+                          start=stage.start_from(init_from))
+    return stage, engine
+
+
+def train_step(stage: Stage, model: Engine, batch, step: int) -> torch.Tensor:
+    """One optimisation step of global step `step`; returns this rank's loss."""
+    loss = stage.loss(model, batch, step)
+    model.backward_and_step(loss)
+    return loss.detach()
+
+
+def run_stage(rank: RankInfo, job: StageJob, store: ResumeStore) -> None:
+    """Trains the stage to its end, resuming from the store's latest resume point when there is one;
+    writes RUN/checkpoint and RUN/metrics.json."""
+    stage, model = build_stage(job.stage, job.config, DatasetMeta.load(job.data_dir), rank, job.init_from)
+    settings, run = stage.settings, RunDir(job.out_dir)
+    progress = Progress()
+    with store.latest() as restored:
+        if restored is not None:
+            progress = _restore(model, restored, rank)
+            progress.resumed_at.append(progress.global_step)
+            _say(rank, f"resumed from the checkpoint at step {progress.global_step} (epoch {progress.epoch})")
+    if progress.done:
+        return
+    train = stage.batches(job.data_dir, stage.train_splits, training=True)
+    every = job.config.distributed.checkpoint_every_steps
+    started = time.perf_counter() - progress.seconds
+
+    def save_resume_point(metrics: dict) -> None:
+        progress.seconds = time.perf_counter() - started
+        store.save(lambda d: _write_state(model, d, progress, rank), {"global_step": progress.global_step, **metrics})
+
+    pending: list[torch.Tensor] = []
+    while not progress.done:
+        train.set_epoch(progress.epoch, skip=progress.batch_in_epoch)
+        model.train()
+        batches = tqdm(train, desc=f"{stage.name} epoch {progress.epoch}", initial=progress.batch_in_epoch,
+                       total=len(train), leave=False, disable=None if rank.is_main else True)
+        for batch in batches:
+            if settings.max_steps is not None and progress.global_step >= settings.max_steps:
+                break
+            if job.fail_at_step == progress.global_step and rank.rank == rank.world_size - 1:
+                _rehearse_failure(run)
+            pending.append(train_step(stage, model, batch, progress.global_step))
+            progress.batch_in_epoch += 1
+            progress.global_step += 1
+            last_step = progress.batch_in_epoch == len(train) or progress.global_step == settings.max_steps
+            if every and progress.global_step % every == 0 and not last_step:  # the epoch's end saves one anyway
+                progress.epoch_losses += global_step_losses(pending, rank)
+                pending.clear()
+                save_resume_point({"epoch": progress.epoch, "loss": progress.epoch_losses[-1]})
+        if pending:
+            progress.epoch_losses += global_step_losses(pending, rank)
+            pending.clear()
+        summary = _end_epoch(stage, model, job, progress)
+        progress.history.append({**summary, "seconds": time.perf_counter() - started})
+        _say(rank, _epoch_line(stage, summary))
+        progress.epoch, progress.batch_in_epoch, progress.epoch_losses = progress.epoch + 1, 0, []
+        stopped = settings.max_steps is not None and progress.global_step >= settings.max_steps
+        progress.done = progress.done or stopped or progress.epoch >= settings.epochs
+        if progress.done:  # written before the last resume point: a restart after it finds them in place
+            progress.seconds = time.perf_counter() - started
+            payload = result(stage, model, progress, job, rank)  # collective (the summary may gather)
+            if rank.is_main:
+                run.write_metrics(payload)
+        save_resume_point({"epoch": summary["epoch"], "loss": summary["loss"],
+                           **({"valid_auc": summary["valid"]["auc"]} if "valid" in summary else {})})
+
+
+def _end_epoch(stage: Stage, model: Engine, job: StageJob, progress: Progress) -> dict:
+    """The epoch's summary. Stages that select on validation AUC keep the best epoch's checkpoint
+    (and score the test split with it) and stop after `patience` epochs without improvement;
+    the others keep the last epoch's."""
+    losses = progress.epoch_losses
+    summary = {"epoch": progress.epoch, "steps": len(losses), "loss": sum(losses) / max(1, len(losses)),
+               "step_losses": losses}
+    improved = True
+    if stage.selects_on_valid:
+        model.eval()
+        summary["valid"] = stage.evaluate(model, stage.batches(job.data_dir, "valid", training=False))
+        improved = progress.best_valid is None or summary["valid"]["auc"] > progress.best_valid["auc"]
+    if improved:
+        progress.best_epoch, progress.best_valid = progress.epoch, summary.get("valid")
+        _save_model(stage, model, job, progress.epoch)
+        if stage.selects_on_valid:
+            progress.best_test = stage.evaluate(model, stage.batches(job.data_dir, "test", training=False))
+    elif progress.epoch - progress.best_epoch >= stage.settings.patience:
+        progress.done = True
+    return summary
+
+
+def _epoch_line(stage: Stage, summary: dict) -> str:
+    line = f"{stage.name} epoch {summary['epoch']}: {summary['steps']} steps, loss {summary['loss']:.4f}"
+    if "valid" in summary:
+        line += f", valid AUC {summary['valid']['auc']:.4f}, LogLoss {summary['valid']['logloss']:.4f}"
+    return line
+
+
+def _say(rank: RankInfo, message: str) -> None:
+    """Progress for terminals and logs alike (tqdm's bars are for terminals only)."""
+    if rank.is_main:
+        print(message, flush=True)
+
+
+def _save_model(stage: Stage, model: Engine, job: StageJob, epoch: int) -> None:
+    """The model as it is after `epoch`, to RUN/checkpoint (collective; replaces the previous one atomically)."""
+    model.save_model(RunDir(job.out_dir).checkpoint, {
+        "architecture": stage.architecture, "stage": stage.name, "scores_clicks": stage.scores_clicks,
+        "epoch": epoch, "dataset": stage.meta.dataset, "config": job.config.to_dict()})
+
+
+def result(stage: Stage, model: Engine, progress: Progress, job: StageJob, rank: RankInfo) -> dict:
+    """metrics.json: the same keys for every stage (valid and test are null for stages that do not
+    select on validation)."""
     return {
-        "best_epoch": best_epoch,
-        "valid": evaluate(run.score, run.valid, rank.device),
-        "test": evaluate(run.score, run.test, rank.device),
-        "history": history,
-        "train_seconds": time.perf_counter() - started,
+        "stage": stage.name, "dataset": stage.meta.dataset, "model": f"{stage.architecture}+{job.config.ctr.model}",
+        "steps": progress.global_step, "rows_seen": progress.global_step * stage.settings.global_batch_size,
+        "best_epoch": progress.best_epoch, "valid": progress.best_valid, "test": progress.best_test,
+        "history": progress.history, "train_seconds": progress.seconds, "resumed_at": progress.resumed_at,
+        "world_size": rank.world_size, **model.describe(), "model_info": stage.summary(model),
+        "init_from": str(job.init_from) if job.init_from else None, "config": job.config.to_dict(),
     }
+
+
+def _rehearse_failure(run: RunDir) -> None:
+    """This rank dies as a lost node's would (SIGKILL), once per run: the marker in the run
+    directory stops the restarted rank from dying again."""
+    if not run.failure_marker.exists():
+        run.failure_marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_state(model: Engine, directory: Path, progress: Progress, rank: RankInfo) -> None:
+    """This rank's part of a resume point (collective: every rank calls it)."""
+    model.save_state(directory)
+    states = {"cpu": torch.get_rng_state()}
+    if rank.device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(rank.device)
+    save_file(states, str(directory / f"rng-rank{rank.rank:05d}.safetensors"))
+    if rank.is_main:
+        (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress), indent=2) + "\n")
+
+
+def _restore(model: Engine, directory: Path, rank: RankInfo) -> Progress:
+    model.load_state(directory)
+    states = load_file(str(directory / f"rng-rank{rank.rank:05d}.safetensors"))
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], rank.device)
+    return Progress(**json.loads((directory / PROGRESS_FILE).read_text()))

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from cp_dist.config import Config
 from cp_dist.data.prepare import prepare
 from cp_dist.data.synth import synth
 from cp_dist.data.text import tokenize_splits
 from cp_dist.plm.encoder import masked_lm_from_config
 from cp_dist.pretrained import load_tokenizer
+from cp_dist.runs import RunDir
+from cp_dist.training.loop import StageJob
+from cp_dist.training.runner import train
 
 
 @pytest.fixture(scope="package")
@@ -27,5 +31,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     prepare("ml-1m", base / "raw", base / "data")
     tokenize_splits(base / "data", str(plm), max_length=48)
     settings = [f"prompt.plm={plm}", "prompt.max_length=48", "prompt.num_prompts=2", "ctr.mlp=[32]", "ctr.cross_layers=1",
-                "pretrain.global_batch_size=128", "finetune.global_batch_size=128", "finetune.epochs=1", "train.epochs=1"]
+                "pamlm.global_batch_size=128", "finetune.global_batch_size=128", "finetune.epochs=1", "train.epochs=1"]
     return base, settings
+
+
+def run(stage: str, data: Path, out: Path, config: Config, start: Path | None = None) -> dict:
+    """Trains a stage into run directory `out` (from the run directory `start`'s checkpoint) and returns its metrics."""
+    return train(StageJob(stage, data, out, config, init_from=RunDir(start).checkpoint if start else None))

@@ -11,21 +11,24 @@ import pytest
 from scipy import stats
 
 from cp_dist.config import load_config
-from cp_dist.data.errors import DataError
-from cp_dist.training.clickprompt import pretrain
-from cp_dist.training.comparison import VARIANTS, run_comparison
+from cp_dist.errors import UserError
+from cp_dist.training.comparison import run_comparison
+from cp_dist.training.variants import VARIANTS
+from tests.clickprompt.conftest import run
+
+pytestmark = pytest.mark.slow  # minute-long end-to-end checks
 
 
 def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None:
     base, settings = setup
-    config = load_config("ml-1m", [*settings, "pretrain.max_steps=3"])
+    config = load_config("ml-1m", [*settings, "pamlm.max_steps=3"])
     payload = run_comparison(base / "data", tmp_path, config, seeds=[0, 1], variants=list(VARIANTS), progress=lambda _: None)
     rows = {row["variant"]: row for row in payload["rows"]}
     assert list(rows) == list(VARIANTS)
     for seed in (0, 1):
-        history = json.loads((tmp_path / f"seed{seed}" / "pamlm" / "pretrain.json").read_text())["history"]
-        assert sum(h["steps"] for h in history) == 3, "pretrain.max_steps caps PA-MLM"
-        assert (tmp_path / f"seed{seed}" / "pamlm-input" / "pretrain.json").is_file()
+        history = json.loads((tmp_path / f"seed{seed}" / "pamlm" / "metrics.json").read_text())["history"]
+        assert sum(h["steps"] for h in history) == 3, "pamlm.max_steps caps PA-MLM"
+        assert (tmp_path / f"seed{seed}" / "pamlm-input" / "metrics.json").is_file()
     assert not (tmp_path / "seed0" / "pamlm-no-prompts").exists()
 
     base_auc = rows["ctr"]["test_auc"]
@@ -49,11 +52,11 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
 
 def test_pamlm_needs_prompts(setup, tmp_path: Path) -> None:
     base, settings = setup
-    with pytest.raises(DataError, match="prompt.num_prompts must be at least 1"):
-        pretrain(base / "data", tmp_path, load_config("ml-1m", [*settings, "prompt.num_prompts=0"]))
+    with pytest.raises(UserError, match="prompt.num_prompts must be at least 1"):
+        run("pamlm", base / "data", tmp_path, load_config("ml-1m", [*settings, "prompt.num_prompts=0"]))
 
 
 def test_unknown_variant(setup, tmp_path: Path) -> None:
     base, settings = setup
-    with pytest.raises(ValueError, match="unknown variant 'clickprompt-xl'"):
+    with pytest.raises(UserError, match="unknown variant 'clickprompt-xl'"):
         run_comparison(base / "data", tmp_path, load_config("ml-1m", settings), seeds=[0], variants=["clickprompt-xl"])

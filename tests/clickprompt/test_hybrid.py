@@ -1,6 +1,7 @@
-"""The hybrid engine (TorchRec-sharded tables + DeepSpeed ZeRO over the dense model), 2 gloo ranks,
-against single-process training on the same global batches; a run killed mid-way and run again
-resumes from its last checkpoint; settings are checked before any rank starts."""
+"""The two engines under the one loop: the hybrid engine (TorchRec-sharded tables + DeepSpeed ZeRO
+over the dense model) on 2 gloo ranks against the plain engine in one process, on the same global
+batches; a run killed mid-way and run again resumes from its last checkpoint; settings are checked
+before any rank starts."""
 
 from __future__ import annotations
 
@@ -13,24 +14,29 @@ from safetensors.torch import load_file
 from torch.multiprocessing import ProcessExitedException
 
 from cp_dist.config import load_config
-from cp_dist.data.errors import DataError
-from cp_dist.training.clickprompt import finetune_with_plm, pretrain
-from cp_dist.training.resumable import StageJob, check_job, train_stage
+from cp_dist.errors import UserError
+from cp_dist.training.loop import StageJob
+from cp_dist.training.runner import check_job, train
+from tests.clickprompt.conftest import run
 
 #: float32 with another summation order (gradients all-reduced, tables split in two). Measured
 #: (printed by the tests): 1.9e-6 on PA-MLM losses of 10.3 (ZeRO-2 and -3), 1.2e-7 on finetuning.
 TOLERANCE = 2e-5
 
+pytestmark = pytest.mark.slow  # minute-long end-to-end checks
+
 
 @pytest.mark.parametrize("zero_stage, compiled", [(2, False), (3, False), (2, True)])
 def test_two_rank_hybrid_pamlm_matches_one_process(setup, tmp_path: Path, zero_stage: int, compiled: bool) -> None:
     base, settings = setup
-    settings = [*settings, "pretrain.max_steps=6", "pretrain.global_batch_size=64"]
-    single = pretrain(base / "data", tmp_path / "single", load_config("ml-1m", settings))
-    hybrid_config = load_config("ml-1m", [*settings, "distributed.nproc=2", f"distributed.zero_stage={zero_stage}",
-                                          "distributed.sharding=row_wise", f"train.compile={str(compiled).lower()}"])
-    hybrid = train_stage(StageJob("pamlm", base / "data", tmp_path / "hybrid", hybrid_config))
+    settings = [*settings, "pamlm.max_steps=6", "pamlm.global_batch_size=64"]
+    single = run("pamlm", base / "data", tmp_path / "single", load_config("ml-1m", settings))
+    hybrid_config = load_config("ml-1m", [*settings, "distributed.nproc=2", "distributed.engine=hybrid",
+                                          f"distributed.zero_stage={zero_stage}", "distributed.sharding=row_wise",
+                                          f"train.compile={str(compiled).lower()}"])
+    hybrid = run("pamlm", base / "data", tmp_path / "hybrid", hybrid_config)
     one, two = single["history"][0]["step_losses"], hybrid["history"][0]["step_losses"]
+    assert single["engine"] == "plain" and single["world_size"] == 1
     assert len(one) == len(two) == 6 and hybrid["world_size"] == 2 and hybrid["zero_stage"] == zero_stage
     gap = np.max(np.abs(np.array(one) - np.array(two)))
     print(f"ZeRO-{zero_stage}{' compiled' if compiled else ''} PA-MLM, largest step-loss gap over 6 steps: {gap:.2e}")
@@ -42,25 +48,24 @@ def test_two_rank_hybrid_pamlm_matches_one_process(setup, tmp_path: Path, zero_s
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["distributed.zero_stage=4"], "distributed.zero_stage is 4; expected one of 0, 1, 2, 3"),
-    (["pretrain.global_batch_size=65"], "pretrain.global_batch_size 65 is not divisible by distributed.nproc 2"),
+    (["pamlm.global_batch_size=65"], "pamlm.global_batch_size 65 is not divisible by distributed.nproc 2"),
     (["prompt.plm=minilm"], "text tokenized for"),
     (["distributed.zero_stage=3", "train.compile=true"], "train.compile is not supported with distributed.zero_stage 3"),
 ])
 def test_bad_settings_fail_before_any_worker_starts(setup, tmp_path: Path, overrides: list[str], message: str) -> None:
     base, settings = setup
-    config = load_config("ml-1m", [*settings, "distributed.nproc=2", *overrides])
-    with pytest.raises(DataError, match=re.escape(message)):
-        train_stage(StageJob("pamlm", base / "data", tmp_path / "run", config))
+    config = load_config("ml-1m", [*settings, "distributed.nproc=2", "distributed.engine=hybrid", *overrides])
+    with pytest.raises(UserError, match=re.escape(message)):
+        run("pamlm", base / "data", tmp_path / "run", config)
     assert not (tmp_path / "run").exists()
 
 
 def test_two_rank_hybrid_finetuning_matches_one_process(setup, tmp_path: Path) -> None:
     base, settings = setup
     settings = [*settings, "finetune.global_batch_size=64"]
-    single = finetune_with_plm(base / "data", None, tmp_path / "single", load_config("ml-1m", settings))
-    hybrid_config = load_config("ml-1m", [*settings, "distributed.nproc=2", "distributed.zero_stage=2"])
-    hybrid = train_stage(StageJob("finetune", base / "data", tmp_path / "hybrid", hybrid_config))
+    single = run("with_plm", base / "data", tmp_path / "single", load_config("ml-1m", settings))
+    hybrid_config = load_config("ml-1m", [*settings, "distributed.nproc=2", "distributed.engine=hybrid", "distributed.zero_stage=2"])
+    hybrid = run("with_plm", base / "data", tmp_path / "hybrid", hybrid_config)
     one, two = single["history"][0]["step_losses"], hybrid["history"][0]["step_losses"]
     assert len(one) == len(two) > 10
     gap = np.max(np.abs(np.array(one) - np.array(two)))
@@ -72,25 +77,26 @@ def test_two_rank_hybrid_finetuning_matches_one_process(setup, tmp_path: Path) -
 def test_killed_run_resumes_from_its_last_checkpoint_and_matches(setup, tmp_path: Path) -> None:
     """LocalCheckpoints under ZeRO-3 (the Ray test covers Ray's store under ZeRO-2)."""
     base, settings = setup
-    config = load_config("ml-1m", [*settings, "pretrain.max_steps=6", "pretrain.global_batch_size=64", "distributed.nproc=2",
-                                   "distributed.zero_stage=3", "distributed.checkpoint_every_steps=2"])
-    clean = train_stage(StageJob("pamlm", base / "data", tmp_path / "clean", config))
+    config = load_config("ml-1m", [*settings, "pamlm.max_steps=6", "pamlm.global_batch_size=64", "distributed.nproc=2",
+                                   "distributed.engine=hybrid", "distributed.zero_stage=3", "distributed.checkpoint_every_steps=2"])
+    clean = run("pamlm", base / "data", tmp_path / "clean", config)
     killed = StageJob("pamlm", base / "data", tmp_path / "killed", config, fail_at_step=3)
     with pytest.raises(ProcessExitedException, match="SIGKILL"):
-        train_stage(killed)
+        train(killed)
     assert (tmp_path / "killed" / "resume" / "LATEST").read_text().strip() == "step-00000002"
+    kept = sorted(p.name for p in (tmp_path / "killed" / "resume").iterdir())
+    assert kept == ["LATEST", "step-00000002"], "the last complete resume point, nothing half-written"
     assert not (tmp_path / "killed" / "metrics.json").exists()
-    resumed = train_stage(killed)  # run again as it was: resumes, and the rehearsed failure does not recur
+    resumed = train(killed)  # run again as it was: resumes, and the rehearsed failure does not recur
     assert resumed["resumed_at"] == [2] and clean["resumed_at"] == []
     assert resumed["history"][0]["step_losses"] == clean["history"][0]["step_losses"]
-    kept = sorted(p.name for p in (tmp_path / "killed" / "resume").iterdir())
-    assert kept == ["LATEST", "step-00000004", "step-00000006"], "the last two checkpoints, nothing half-written"
+    assert not (tmp_path / "killed" / "resume").exists(), "a finished run keeps its result, not its resume points"
 
 
 def test_a_run_directory_resumes_only_with_its_own_settings(setup, tmp_path: Path) -> None:
     base, settings = setup
     check_job(StageJob("pamlm", base / "data", tmp_path / "run", load_config("ml-1m", settings)))
     check_job(StageJob("pamlm", base / "data", tmp_path / "run", load_config("ml-1m", [*settings, "distributed.max_failures=3"])))
-    changed = StageJob("pamlm", base / "data", tmp_path / "run", load_config("ml-1m", [*settings, "pretrain.plm_lr=1e-4"]))
-    with pytest.raises(DataError, match=r"pretrain.plm_lr: 5e-05 then, 0.0001 now"):
+    changed = StageJob("pamlm", base / "data", tmp_path / "run", load_config("ml-1m", [*settings, "pamlm.plm_lr=1e-4"]))
+    with pytest.raises(UserError, match=r"pamlm.plm_lr: 5e-05 then, 0.0001 now"):
         check_job(changed)

@@ -10,24 +10,24 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from cp_dist.checkpoint import load_run
 from cp_dist.config import load_config
-from cp_dist.data.errors import DataError
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
+from cp_dist.errors import UserError
 from cp_dist.serving import Scorer, export_ctr
-from cp_dist.training.clickprompt import finetune_with_plm, finetune_without_plm, pretrain
 from cp_dist.training.evaluate import predict
-from cp_dist.training.runs import load_run
+from tests.clickprompt.conftest import run
 
 
 @pytest.fixture(scope="module")
 def runs(setup, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base, settings = setup
     out = tmp_path_factory.mktemp("serving")
-    config = load_config("ml-1m", [*settings, "pretrain.max_steps=4"])
-    pretrain(base / "data", out / "pre", config)
-    finetune_without_plm(base / "data", out / "pre", out / "ctr", config)
-    finetune_with_plm(base / "data", out / "pre", out / "plm", config)
+    config = load_config("ml-1m", [*settings, "pamlm.max_steps=4"])
+    run("pamlm", base / "data", out / "pre", config)
+    run("without_plm", base / "data", out / "ctr", config, start=out / "pre")
+    run("with_plm", base / "data", out / "plm", config, start=out / "pre")
     return {"data": base / "data", "ctr": out / "ctr", "plm": out / "plm"}
 
 
@@ -38,12 +38,12 @@ def _candidates(data: Path, count: int) -> list[dict]:
     return [{f.name: row[f.text_column] for f in meta.fields} for row in table.to_pylist()]
 
 
-@pytest.mark.parametrize("run", ["ctr", "plm"])
-def test_scores_match_the_training_time_model(runs, run: str) -> None:
+@pytest.mark.parametrize("kind", ["ctr", "plm"])
+def test_scores_match_the_training_time_model(runs, kind: str) -> None:
     data, meta = runs["data"], DatasetMeta.load(runs["data"])
-    _, score, text = load_run(runs[run], meta)
+    _, score, text = load_run(runs[kind] / "checkpoint", meta.fields)
     expected = predict(score, SplitLoader(data, "test", global_batch_size=4096, text=text))[:300]
-    scores = Scorer.from_run(runs[run], data).score(_candidates(data, 300))
+    scores = Scorer.from_run(runs[kind], data).score(_candidates(data, 300))
     np.testing.assert_allclose(scores, expected, atol=1e-6)
 
 
@@ -60,7 +60,7 @@ def test_exported_model_matches(runs, tmp_path: Path) -> None:
 
 
 def test_with_plm_runs_do_not_export(runs, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="only CTR-only runs"):
+    with pytest.raises(UserError, match="only CTR-only runs"):
         export_ctr(Scorer.from_run(runs["plm"], runs["data"]), tmp_path / "plm.pt2")
 
 
@@ -92,9 +92,9 @@ def test_missing_field_and_non_scalar_value_are_named(runs) -> None:
     rows = _candidates(runs["data"], 3)
     field = scorer.vocabularies.fields[2].name
     del rows[1][field]
-    with pytest.raises(DataError, match=f"candidate 1 has no field '{field}'"):
+    with pytest.raises(UserError, match=f"candidate 1 has no field '{field}'"):
         scorer.score(rows)
     rows = _candidates(runs["data"], 3)
     rows[2][field] = [rows[2][field]]
-    with pytest.raises(DataError, match=f"candidate 2, field '{field}': a list value; expected one value"):
+    with pytest.raises(UserError, match=f"candidate 2, field '{field}': a list value; expected one value"):
         scorer.score(rows)

@@ -9,17 +9,19 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from sklearn.metrics import roc_auc_score
 
+from cp_dist.checkpoint import load_model
 from cp_dist.cli import main
 from cp_dist.config import load_config
 from cp_dist.ctr.model import CTRModel
-from cp_dist.data.errors import DataError
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.process_group import RankInfo
-from cp_dist.distributed.tables import load_model
-from cp_dist.training.clickprompt import clickprompt_model, finetune_with_plm, finetune_without_plm, pretrain
+from cp_dist.errors import UserError
 from cp_dist.training.evaluate import predict
+from cp_dist.training.stages import STAGES
+from tests.clickprompt.conftest import run
 
 
 def _tensors(path: Path, prefix: str) -> dict[str, np.ndarray]:
@@ -30,15 +32,17 @@ def _tensors(path: Path, prefix: str) -> dict[str, np.ndarray]:
 def test_pretrain_then_both_finetunings(setup, tmp_path: Path) -> None:
     base, settings = setup
     config = load_config("ml-1m", settings)
-    summary = pretrain(base / "data", tmp_path / "pre", config)
+    summary = run("pamlm", base / "data", tmp_path / "pre", config)
     meta = DatasetMeta.load(base / "data")
-    assert summary["rows"] == meta.splits["train"]["rows"] + meta.splits["valid"]["rows"], "train + valid, never test"
-    assert np.isfinite(summary["history"][0]["mlm_loss"]) and summary["plm_fresh_mlm_head"] is False
+    train_valid = meta.splits["train"]["rows"] + meta.splits["valid"]["rows"]
+    assert summary["steps"] == train_valid // 128, "one epoch over train + valid, never test"
+    assert np.isfinite(summary["history"][0]["loss"]) and summary["model_info"]["plm_fresh_mlm_head"] is False
+    assert summary["valid"] is None and summary["test"] is None and summary["best_epoch"] == 0
 
-    with_plm = finetune_with_plm(base / "data", tmp_path / "pre", tmp_path / "with", config)
-    assert 0 < with_plm["fusion_weight"] < 1 and 0 < with_plm["test"]["auc"] < 1
+    with_plm = run("with_plm", base / "data", tmp_path / "with", config, start=tmp_path / "pre")
+    assert 0 < with_plm["model_info"]["fusion_weight"] < 1 and 0 < with_plm["test"]["auc"] < 1
 
-    without = finetune_without_plm(base / "data", tmp_path / "pre", tmp_path / "without", config)
+    without = run("without_plm", base / "data", tmp_path / "without", config, start=tmp_path / "pre")
     # The served model is exactly the plain backbone: same parameters, and a plain CTRModel
     # loaded from its checkpoint reproduces its test AUC.
     plain = CTRModel(meta.fields, config.ctr)
@@ -48,20 +52,19 @@ def test_pretrain_then_both_finetunings(setup, tmp_path: Path) -> None:
     assert {n for n, _ in plain.named_parameters()} == raw_names
     scores = predict(lambda b: plain(b.ids), SplitLoader(base / "data", "test", global_batch_size=4096))
     labels = np.concatenate([b.labels.numpy() for b in SplitLoader(base / "data", "test", global_batch_size=4096)])
-    from sklearn.metrics import roc_auc_score
-
     assert abs(roc_auc_score(labels, scores) - without["test"]["auc"]) < 1e-5
 
     # `cp-dist evaluate` rebuilds both finetuned runs from their checkpoints alone.
-    for run, metrics in ((tmp_path / "with", with_plm), (tmp_path / "without", without)):
-        assert main(["evaluate", "--run", str(run), "--data", str(base / "data")]) == 0
-        assert abs(json.loads((run / "eval_test.json").read_text())["auc"] - metrics["test"]["auc"]) < 1e-5
+    for directory, metrics in ((tmp_path / "with", with_plm), (tmp_path / "without", without)):
+        assert main(["evaluate", "--run", str(directory), "--data", str(base / "data")]) == 0
+        assert abs(json.loads((directory / "eval_test.json").read_text())["auc"] - metrics["test"]["auc"]) < 1e-5
+    assert main(["evaluate", "--run", str(tmp_path / "pre"), "--data", str(base / "data")]) == 2, "PA-MLM has no click head"
 
 
 def test_without_plm_starts_from_the_pretrained_ctr_model(setup, tmp_path: Path) -> None:
     base, settings = setup
     config = load_config("ml-1m", settings)
-    pretrain(base / "data", tmp_path / "pre", config)
+    run("pamlm", base / "data", tmp_path / "pre", config)
     meta = DatasetMeta.load(base / "data")
     started = CTRModel(meta.fields, config.ctr)
     load_model(started, tmp_path / "pre" / "checkpoint", source_prefix="ctr.", keep=("head.",))
@@ -73,8 +76,8 @@ def test_without_plm_starts_from_the_pretrained_ctr_model(setup, tmp_path: Path)
 def test_plm_learning_rate_zero_freezes_the_plm_and_nothing_else(setup, tmp_path: Path) -> None:
     base, settings = setup
     config = load_config("ml-1m", [*settings, "finetune.plm_lr=0"])
-    pretrain(base / "data", tmp_path / "pre", config)
-    finetune_with_plm(base / "data", tmp_path / "pre", tmp_path / "frozen", config)
+    run("pamlm", base / "data", tmp_path / "pre", config)
+    run("with_plm", base / "data", tmp_path / "frozen", config, start=tmp_path / "pre")
     before = _tensors(tmp_path / "pre" / "checkpoint" / "dense.safetensors", "")
     after = _tensors(tmp_path / "frozen" / "checkpoint" / "dense.safetensors", "")
     encoder = [k for k in before if k.startswith("encoder.masked_lm.bert.")]
@@ -86,21 +89,21 @@ def test_plm_learning_rate_zero_freezes_the_plm_and_nothing_else(setup, tmp_path
 
 def test_text_must_match_the_language_model(setup, tmp_path: Path) -> None:
     base, settings = setup
-    with pytest.raises(DataError, match="text tokenized for .*tiny-bert.*prompt.plm is 'minilm'.*cp-dist data tokenize"):
-        pretrain(base / "data", tmp_path / "pre", load_config("ml-1m", [*settings, "prompt.plm=minilm"]))
+    with pytest.raises(UserError, match="text tokenized for .*tiny-bert.*prompt.plm is 'minilm'.*cp-dist data tokenize"):
+        run("pamlm", base / "data", tmp_path / "pre", load_config("ml-1m", [*settings, "prompt.plm=minilm"]))
 
 
+@pytest.mark.slow
 def test_compiled_steps_match_eager(setup, tmp_path: Path) -> None:
     """train.compile changes the speed of PA-MLM and finetuning with the PLM, not their numbers."""
     base, settings = setup
     losses = {}
     for compiled in (False, True):
-        config = load_config("ml-1m", [*settings, "pretrain.max_steps=3", f"train.compile={str(compiled).lower()}"])
-        pretrained = pretrain(base / "data", tmp_path / f"pre-{compiled}", config)
-        finetuned = finetune_with_plm(base / "data", tmp_path / f"pre-{compiled}", tmp_path / f"with-{compiled}", config)
+        config = load_config("ml-1m", [*settings, "pamlm.max_steps=3", f"train.compile={str(compiled).lower()}"])
+        pretrained = run("pamlm", base / "data", tmp_path / f"pre-{compiled}", config)
+        finetuned = run("with_plm", base / "data", tmp_path / f"with-{compiled}", config, start=tmp_path / f"pre-{compiled}")
         losses[compiled] = pretrained["history"][0]["step_losses"] + finetuned["history"][0]["step_losses"]
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
     cpu = torch.device("cpu")
-    model, _ = clickprompt_model(DatasetMeta.load(base / "data").fields, config, RankInfo(0, 1, cpu, "gloo", cpu),
-                                 stage="pretrain", plm_lr=1e-5)
+    model = STAGES["pamlm"](config, DatasetMeta.load(base / "data"), RankInfo(0, 1, cpu, "gloo", cpu)).build_model()
     assert model.encoder._compiled_call_impl is not None and model.generator._compiled_call_impl is not None

@@ -15,7 +15,8 @@ from cp_dist.data.meta import FieldMeta
 from cp_dist.data.prepare import prepare
 from cp_dist.data.synth import synth
 from cp_dist.distributed.tables import initialize_tables
-from cp_dist.training.ctr import train_ctr
+from cp_dist.training.loop import StageJob
+from cp_dist.training.runner import train
 
 FIELDS = [FieldMeta(f"f{k}", f"Field {k}", "user" if k < 3 else "item", size, 0) for k, size in enumerate([5, 9, 3, 40, 7])]
 
@@ -55,7 +56,7 @@ def test_learns_the_planted_signal(name: str, synthetic: tuple[Path, float], tmp
     probability, reaches about 0.85. A backbone must capture at least 40% of that lift."""
     data, oracle = synthetic
     config = load_config("ml-100k", [f"ctr.model={name}", "ctr.mlp=[64,64]", "train.epochs=4", "train.global_batch_size=512"])
-    metrics = train_ctr(data, tmp_path / name, config)
+    metrics = train(StageJob("ctr", data, tmp_path / name, config))
     threshold = 0.5 + 0.4 * (oracle - 0.5)
     assert metrics["test"]["auc"] > threshold, (metrics["test"], oracle)
     assert json.loads((tmp_path / name / "metrics.json").read_text())["test"] == metrics["test"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cp_dist.config import DistributedConfig
+from cp_dist.config import DistributedConfig, load_config
 from cp_dist.distributed.process_group import Placement, resolve_placement
+from cp_dist.errors import UserError
 
 
 def test_host_memory_tables_use_gloo_and_keep_the_dense_device() -> None:
@@ -16,11 +17,11 @@ def test_host_memory_tables_use_gloo_and_keep_the_dense_device() -> None:
 
 
 @pytest.mark.parametrize(
-    ("config", "message"),
-    [(DistributedConfig(table_device="cpu", backend="nccl"), "exchanges tables over gloo"),
-     (DistributedConfig(table_device="gpu"), "table_device 'gpu': expected one of auto, cpu"),
-     (DistributedConfig(backend="mpi"), "backend 'mpi': expected auto, gloo or nccl")],
+    ("overrides", "message"),
+    [(["distributed.table_device=cpu", "distributed.backend=nccl"], "exchanges tables over gloo"),
+     (["distributed.table_device=gpu"], "distributed.table_device is 'gpu'; expected one of auto, cpu"),
+     (["distributed.backend=mpi"], "distributed.backend is 'mpi'; expected one of auto, gloo, nccl")],
 )
-def test_bad_placements_are_errors(config: DistributedConfig, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        resolve_placement(config)
+def test_bad_placements_are_errors(overrides: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        resolve_placement(load_config("ml-100k", overrides).distributed)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cp_dist.checkpoint import load_model
 from cp_dist.config import DistributedConfig, load_config
 from cp_dist.ctr.model import CTRModel
 from cp_dist.data.loader import SplitLoader
@@ -15,9 +16,9 @@ from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.prepare import prepare
 from cp_dist.data.synth import synth
 from cp_dist.distributed.process_group import RankInfo, launch
-from cp_dist.distributed.tables import load_model, save_model
-from cp_dist.training.ctr import build_sharded_model, dense_optimizer, train_ctr, train_step
 from cp_dist.training.evaluate import predict
+from cp_dist.training.loop import StageJob, build_stage, train_step
+from cp_dist.training.runner import train
 
 SETTINGS = ["ctr.mlp=[32,32]", "train.epochs=2", "train.global_batch_size=256", "train.patience=5"]
 
@@ -30,10 +31,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base / "prepared"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sharding", ["table_wise", "row_wise"])
 def test_sharded_training_matches_single_process(sharding: str, data: Path, tmp_path: Path) -> None:
-    single = train_ctr(data, tmp_path / "single", load_config("ml-1m", SETTINGS))
-    sharded = train_ctr(data, tmp_path / sharding, load_config("ml-1m", [*SETTINGS, "distributed.nproc=2", f"distributed.sharding={sharding}"]))
+    single = train(StageJob("ctr", data, tmp_path / "single", load_config("ml-1m", SETTINGS)))
+    two_ranks = load_config("ml-1m", [*SETTINGS, "distributed.nproc=2", f"distributed.sharding={sharding}"])
+    sharded = train(StageJob("ctr", data, tmp_path / sharding, two_ranks))
     assert sharded["world_size"] == 2 and all(sharding in plan for plan in sharded["sharding"].values())
     for one, two in zip(single["history"], sharded["history"], strict=True):
         assert len(one["step_losses"]) == len(two["step_losses"]) > 5
@@ -54,20 +57,17 @@ def _test_loader(data: Path, rank: RankInfo) -> SplitLoader:
 
 def _train_and_save(rank: RankInfo, data: Path, out: Path, sharding: str) -> None:
     config = load_config("ml-1m", [*SETTINGS, f"distributed.sharding={sharding}"])
-    model = build_sharded_model(DatasetMeta.load(data).fields, config, rank)
-    dense = dense_optimizer(model, config)
-    train = SplitLoader(data, "train", global_batch_size=256, rank=rank.rank, world_size=rank.world_size, shuffle=True)
-    for _, batch in zip(range(5), train):
-        train_step(model, dense, batch, rank.device)
+    stage, model = build_stage("ctr", config, DatasetMeta.load(data), rank)
+    for step, batch in zip(range(5), stage.batches(data, "train", training=True)):
+        train_step(stage, model, batch, step)
     model.eval()
     np.save(out / f"before-rank{rank.rank}.npy", predict(_score(model, rank.device), _test_loader(data, rank)))
-    save_model(model, out / "checkpoint")
+    model.save_model(out / "checkpoint", {"architecture": "ctr", "config": config.to_dict()})
 
 
 def _load_and_predict(rank: RankInfo, data: Path, out: Path, sharding: str, tag: str) -> None:
     config = load_config("ml-1m", [*SETTINGS, f"distributed.sharding={sharding}", "train.seed=99"])
-    model = build_sharded_model(DatasetMeta.load(data).fields, config, rank)  # different initial weights
-    load_model(model, out / "checkpoint")
+    _, model = build_stage("ctr", config, DatasetMeta.load(data), rank, init_from=out / "checkpoint")  # other initial weights
     model.eval()
     np.save(out / f"{tag}-rank{rank.rank}.npy", predict(_score(model, rank.device), _test_loader(data, rank)))
 
@@ -76,6 +76,7 @@ def _gathered(out: Path, tag: str, world: int) -> np.ndarray:
     return np.concatenate([np.load(out / f"{tag}-rank{r}.npy") for r in range(world)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nproc, sharding", [(2, "row_wise"), (1, "auto")])
 def test_checkpoint_reloads_to_identical_predictions(nproc: int, sharding: str, data: Path, tmp_path: Path) -> None:
     launch(_train_and_save, DistributedConfig(nproc=nproc, backend="gloo"), data, tmp_path, sharding)
@@ -96,7 +97,8 @@ def test_checkpoint_reloads_to_identical_predictions(nproc: int, sharding: str, 
     np.testing.assert_allclose(predict(lambda b: plain(b.ids), loader), before, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("rows, cols", [(slice(0, 9000), slice(0, 16)), (slice(4000, 8500), slice(4, 12)), (slice(8191, 8193), slice(15, 16))])
+@pytest.mark.parametrize("rows, cols", [(slice(0, 9000), slice(0, 16)), (slice(4000, 8500), slice(4, 12)),
+                                        (slice(8191, 8193), slice(15, 16))])
 def test_initial_values_of_any_shard_match_the_whole_table(rows: slice, cols: slice) -> None:
     """Row-wise, column-wise and odd shards (across generation blocks) see the whole table's values."""
     from cp_dist.distributed.tables import initial_values

@@ -9,10 +9,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cp_dist.data.errors import DataError
 from cp_dist.data.formats import get_format
 from cp_dist.data.meta import SPLITS, DatasetMeta
 from cp_dist.data.prepare import PrepareOptions, prepare
+from cp_dist.errors import UserError
 from tests.helpers import insert_lines
 
 #: Per format: the interactions file, where its data lines start, and two lines it must reject.
@@ -85,7 +85,7 @@ def test_malformed_lines_are_skipped_and_reported(fmt: str, make_synth, tmp_path
     assert report["file"].endswith(name) and report["count"] == 2
     assert [x["line"] for x in report["first_lines"]] == sorted(where)
 
-    with pytest.raises(DataError, match=rf"{name}:{min(where)}: malformed line"):
+    with pytest.raises(UserError, match=rf"{name}:{min(where)}: malformed line"):
         prepare(fmt, raw, tmp_path / "strict", PrepareOptions(strict=True))
     assert not (tmp_path / "strict").exists()
 

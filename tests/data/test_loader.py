@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cp_dist.data.errors import DataError
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.prepare import PrepareOptions, prepare
+from cp_dist.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +69,12 @@ def test_shuffle_reorders_but_keeps_every_row(prepared: Path) -> None:
 
 
 def test_text_needs_tokenized_data(prepared: Path) -> None:
-    with pytest.raises(DataError, match="cp-dist data tokenize"):
+    with pytest.raises(UserError, match="cp-dist data tokenize"):
         SplitLoader(prepared, "train", global_batch_size=8, text=True)
 
 
 def test_global_batch_must_divide(prepared: Path) -> None:
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(UserError, match="not divisible"):
         SplitLoader(prepared, "train", global_batch_size=7, world_size=2)
 
 

@@ -1,5 +1,6 @@
 """A local Ray cluster for job tests, inside a network namespace that has only loopback
-(stack.md: Ray listens on the host's own address too, and tests may only talk to 127.0.0.1)."""
+(Ray listens on the host's own address too, even when asked for 127.0.0.1, and tests may only
+talk to loopback)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def run_ray_jobs(jobs: list[list[str]], logs: Path, timeout: int = 1200) -> list
         pytest.fail("unshare (util-linux) is needed to keep the test's Ray cluster on loopback")
     logs.mkdir(parents=True, exist_ok=True)
     lines = ["set -u", "ip link set lo up", f"export PATH={RAY.parent}:$PATH",  # `python` in a job: this environment's
-             f"{RAY} start --head --port=6390 --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats > {logs}/ray-start.txt 2>&1 || exit 90"]
+             f"{RAY} start --head --port=6390 --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats "
+             f"> {logs}/ray-start.txt 2>&1 || exit 90"]
     for i, job in enumerate(jobs):
         submit = [str(RAY), "job", "submit", "--address", DASHBOARD, "--working-dir", str(REPO), "--", *job]
         lines.append(f"{shlex.join(submit)} > {logs}/job{i}.txt 2>&1; echo $? > {logs}/job{i}.rc")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cp_dist.config import load_config
-from cp_dist.training.ray_jobs import job_parser
+from jobs.job_cli import job_parser
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
@@ -44,14 +44,16 @@ def test_entrypoints_run_real_jobs_with_valid_options(path: Path) -> None:
     assert spec["clusterSelector"] == {"ray.io/cluster": _yaml(CLUSTER / "kuberay" / "raycluster.yaml")["metadata"]["name"]}
     python, script, *argv = shlex.split(spec["entrypoint"])
     assert python == "python" and (REPO / script).is_file()
-    stage, _, dataset = Path(script).stem.partition("_")
-    assert path.stem == f"rayjob-{stage}"
+    prefix, _, dataset = Path(script).stem.partition("_")
+    assert path.stem == f"rayjob-{prefix}"
+    stage = {"pamlm": "pamlm", "finetune": "with_plm"}[prefix]
     args = job_parser(stage, dataset, Path(script).name).parse_args(argv)  # exits on an unknown option
     config = load_config(args.preset, args.set)
     assert args.preset == f"{dataset}-production" and config.distributed.gpus_per_worker >= 1
     assert args.work.is_absolute() and args.storage.startswith("/mnt/cluster_storage/")
-    if stage == "finetune":  # starts from where the PA-MLM job writes its model
-        pamlm = job_parser("pamlm", dataset, "x").parse_args(shlex.split(_yaml(CLUSTER / "kuberay" / "rayjob-pamlm.yaml")["spec"]["entrypoint"])[2:])
+    if stage == "with_plm":  # starts from where the PA-MLM job writes its model
+        pamlm_entrypoint = shlex.split(_yaml(CLUSTER / "kuberay" / "rayjob-pamlm.yaml")["spec"]["entrypoint"])
+        pamlm = job_parser("pamlm", dataset, "x").parse_args(pamlm_entrypoint[2:])
         assert args.pretrained == pamlm.work / pamlm.name
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cp_dist.data.errors import DataError
 from cp_dist.data.lines import RawFile
 from cp_dist.data.schema import INTERACTION_SCHEMA, Field, LabelRule, RawTables
+from cp_dist.errors import UserError
 
 CHUNK_ROWS = 1_000_000
 
@@ -31,12 +31,12 @@ class RawFormat(ABC):
 
     def locate(self, raw_dir: Path, *, strict: bool) -> dict[str, RawFile]:
         if not raw_dir.is_dir():
-            raise DataError(f"{raw_dir}: raw data directory not found")
+            raise UserError(f"{raw_dir}: raw data directory not found")
         files = {}
         for role, names in self.file_names.items():
             found = [raw_dir / n for n in names if (raw_dir / n).is_file()]
             if not found:
-                raise DataError(
+                raise UserError(
                     f"{raw_dir / names[0]}: file not found; the {self.name} {role} file is expected "
                     f"as {' or '.join(names)}"
                 )
@@ -51,7 +51,7 @@ class RawFormat(ABC):
 def check_header(raw: RawFile, expected: Sequence[str], split: Callable[[str], list[str]]) -> None:
     got = split(raw.header())
     if list(got) != list(expected):
-        raise DataError(f"{raw.path}:1: header is {got}, expected {list(expected)}")
+        raise UserError(f"{raw.path}:1: header is {got}, expected {list(expected)}")
 
 
 def split_on(separator: str) -> Callable[[str], list[str]]:

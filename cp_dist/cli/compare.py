@@ -1,0 +1,57 @@
+"""Comparisons over seeds: `cp-dist compare` (the paper's: baseline, ClickPrompt without / with the
+PLM, ablations) and `cp-dist ctr-table` (the CTR backbones)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cp_dist.cli.train import config_from, training_options
+from cp_dist.ctr.backbones import BACKBONES
+from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from cp_dist.training.comparison import format_comparison, run_comparison
+
+    payload = run_comparison(args.data, args.out, config_from(args), seeds=args.seeds, variants=args.variants,
+                             results_dir=args.results)
+    print(format_comparison(payload))
+    print(f"wrote {args.results or args.out}/comparison.json and comparison.md")
+
+
+def _ctr_table(args: argparse.Namespace) -> None:
+    from cp_dist.training.ctr_table import run_table
+
+    print(run_table(args.data, args.out, config_from(args), models=args.models, seeds=args.seeds, results_dir=args.results))
+
+
+def add_commands(commands) -> None:
+    p = commands.add_parser(
+        "compare",
+        help="the paper's comparison: CTR baseline vs ClickPrompt without / with the PLM (and ablations), over seeds",
+        description="For each seed: trains the preset's CTR backbone, runs PA-MLM, finetunes without and with the "
+        "PLM (and any ablation asked for), then writes comparison.json and comparison.md: test AUC and LogLoss "
+        "(mean ± std), the relative AUC change against the baseline and a paired t-test across seeds. Finished "
+        "runs in --out are reused and unfinished ones resume, so an interrupted comparison goes on. Variants: "
+        + "; ".join(f"{name}: {v.description}" for name, v in VARIANTS.items()),
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=MAIN_VARIANTS, metavar="VARIANT",
+                   help=f"default: {' '.join(MAIN_VARIANTS)}; the baseline always runs")
+    p.add_argument("--results", type=Path, help="where comparison.json / .md go (default: --out)")
+    training_options(p)
+    p.set_defaults(handler=_compare, model=None)
+
+    p = commands.add_parser(
+        "ctr-table",
+        help="train several backbones over several seeds and write a comparison table",
+        description="Trains every backbone (or --models) once per seed with the same preset and data, and writes "
+        "table.json and table.md (in --results, default --out): mean and standard deviation of test AUC and "
+        "LogLoss. Finished runs in --out are reused, so an interrupted table resumes.",
+    )
+    p.add_argument("--models", nargs="+", choices=list(BACKBONES), default=list(BACKBONES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--results", type=Path, help="where table.json / table.md go (default: --out)")
+    training_options(p)
+    p.set_defaults(handler=_ctr_table, model=None)

@@ -1,0 +1,89 @@
+"""A run directory: what every training run writes, and where. The one owner of these names.
+
+    RUN/run.json      the settings the run was started with; a rerun resumes only with the same
+    RUN/resume/       a local run's resume points (step-<N>/ and LATEST); removed once it finishes
+    RUN/checkpoint/   the model, in cp_dist.checkpoint's format: the selected epoch's
+    RUN/metrics.json  the result, one schema for every stage (cp_dist.training.loop.result)
+
+Ray runs keep their resume points in Ray storage instead of RUN/resume/; the rest is the same.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cp_dist.errors import UserError
+from cp_dist.io import write_json
+
+CHECKPOINT_DIR = "checkpoint"
+METRICS_FILE = "metrics.json"
+SETTINGS_FILE = "run.json"
+RESUME_DIR = "resume"
+FAILURE_MARKER = ".failure-rehearsed"  # a rehearsed failure (--fail-at-step) happens once per run
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def resume(self) -> Path:
+        return self.path / RESUME_DIR
+
+    @property
+    def failure_marker(self) -> Path:
+        return self.path / FAILURE_MARKER
+
+    @property
+    def finished(self) -> bool:
+        return self.metrics_file.is_file()
+
+    def metrics(self) -> dict:
+        if not self.finished:
+            raise UserError(f"{self.metrics_file}: not found; the run in {self.path} has not finished")
+        return json.loads(self.metrics_file.read_text())
+
+    def write_metrics(self, payload: dict) -> None:
+        write_json(self.metrics_file, payload)
+
+    def record_settings(self, settings: dict, resumable: Sequence[str] = ()) -> None:
+        """Writes run.json for a new run; for an existing one, checks that `settings` are those it
+        was started with, but for the dotted keys in `resumable`. Otherwise a rerun would silently
+        continue (or return) a different run."""
+        path = self.path / SETTINGS_FILE
+        now = {k: v for k, v in _flat(settings).items() if k not in resumable}
+        if not path.is_file():
+            write_json(path, settings)
+            return
+        then = {k: v for k, v in _flat(json.loads(path.read_text())).items() if k not in resumable}
+        if then != now:
+            key = next(k for k in sorted(now | then) if now.get(k) != then.get(k))
+            raise UserError(f"{self.path}: holds a run started with other settings ({key}: {then.get(key)!r} "
+                            f"then, {now.get(key)!r} now); resume it as it was, pass --overwrite, or pick another "
+                            "output directory")
+
+    def clear(self) -> None:
+        """Removes what a run writes here (and nothing else), for --overwrite."""
+        for name in (CHECKPOINT_DIR, RESUME_DIR):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        for name in (METRICS_FILE, SETTINGS_FILE, FAILURE_MARKER):
+            (self.path / name).unlink(missing_ok=True)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        flat |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return flat

@@ -1,0 +1,107 @@
+"""A training stage, declared once: its config section, the model it trains, the batches it reads,
+its loss and evaluation, and what it takes from a start checkpoint. The loop
+(cp_dist.training.loop) and the engines (cp_dist.distributed.engines) do the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from cp_dist.config import Config, StageConfig
+from cp_dist.ctr.backbones import BACKBONES
+from cp_dist.data.loader import Batch, BatchSource, SplitLoader
+from cp_dist.data.meta import DatasetMeta
+from cp_dist.distributed.engines import Engine, Start
+from cp_dist.distributed.process_group import RankInfo
+from cp_dist.errors import UserError
+from cp_dist.models import ARCHITECTURES
+from cp_dist.training.evaluate import evaluate
+
+#: Parameters never weight-decayed: biases, norms, the fusion weight.
+NO_DECAY = ("bias", "LayerNorm.weight", "fusion_logit")
+START_RULES = ("none", "optional", "required")
+
+
+class Stage:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    section: ClassVar[str]  # the config section that holds its StageConfig
+    architecture: ClassVar[str]  # the model it trains (cp_dist.models)
+    reads_text: ClassVar[bool] = False  # batches carry token ids
+    train_splits: ClassVar[tuple[str, ...]] = ("train",)
+    #: Validation AUC after each epoch picks the checkpoint and stops early (with patience), and
+    #: the test split is scored with the picked one. Otherwise the last epoch is the result.
+    selects_on_valid: ClassVar[bool] = True
+    start: ClassVar[str] = "none"  # a start checkpoint: none | optional | required
+    start_prefix: ClassVar[str] = ""  # where this stage's model sits in the start checkpoint
+    fresh: ClassVar[tuple[str, ...]] = ()  # parameter prefixes that start fresh instead
+    scores_clicks: ClassVar[bool] = True  # its model has a click head (evaluation and serving read it)
+
+    def __init__(self, config: Config, meta: DatasetMeta, rank: RankInfo):
+        self.config, self.meta, self.rank = config, meta, rank
+        self.settings = self.settings_of(config)
+
+    @classmethod
+    def settings_of(cls, config: Config) -> StageConfig:
+        return getattr(config, cls.section)
+
+    @classmethod
+    def check(cls, config: Config, data_dir: Path, init_from: Path | None) -> None:
+        """Settings that would otherwise fail inside every rank, checked once on the driver."""
+        BACKBONES.lookup(config.ctr.model, "ctr.model")
+        settings, nproc = cls.settings_of(config), config.distributed.nproc
+        if settings.global_batch_size % nproc:
+            raise UserError(f"{cls.section}.global_batch_size {settings.global_batch_size} is not divisible by "
+                            f"distributed.nproc {nproc} (each rank takes an equal slice)")
+        if cls.start == "required" and init_from is None:
+            raise UserError(f"stage {cls.name} starts from a checkpoint: give one (e.g. a PA-MLM run's)")
+        if cls.start == "none" and init_from is not None:
+            raise UserError(f"stage {cls.name} starts from fresh weights; it takes no start checkpoint ({init_from})")
+
+    def build_model(self) -> nn.Module:
+        """The architecture, with its tables on "meta" for the engine to shard; dense layers are
+        the same on every rank and world size (one seed)."""
+        torch.manual_seed(self.config.train.seed)
+        return ARCHITECTURES[self.architecture](self.meta.fields, self.config, "meta", self.rank.table_device)
+
+    def start_from(self, checkpoint: Path | None) -> Start | None:
+        return None if checkpoint is None else Start(checkpoint, self.start_prefix, self.fresh)
+
+    def learning_rate(self, name: str) -> float:
+        """The AdamW learning rate of a dense parameter (tables have their own: settings.embedding_lr)."""
+        return self.settings.dense_lr
+
+    def parameter_groups(self, named_parameters: Iterable[tuple[str, nn.Parameter]]) -> list[dict]:
+        """One AdamW group per (learning rate, weight decay); no decay for NO_DECAY names."""
+        groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+        for name, parameter in named_parameters:
+            decay = 0.0 if name.endswith(NO_DECAY) else self.settings.weight_decay
+            groups.setdefault((self.learning_rate(name), decay), []).append(parameter)
+        return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
+
+    def batches(self, data_dir: Path, split: str | tuple[str, ...], *, training: bool) -> BatchSource:
+        """Training: shuffled global batches of settings.global_batch_size, the short last one
+        dropped. Evaluation: every row once, in order, in batches of train.eval_batch_size."""
+        size = self.settings.global_batch_size if training else self.config.train.eval_batch_size
+        return SplitLoader(data_dir, list(split) if isinstance(split, tuple) else split, global_batch_size=size,
+                           rank=self.rank.rank, world_size=self.rank.world_size, shuffle=training,
+                           seed=self.config.train.seed, drop_last=training, text=self.reads_text)
+
+    def loss(self, model: Engine, batch: Batch, step: int) -> torch.Tensor:
+        """The training loss of this rank's slice of global step `step`'s batch."""
+        raise NotImplementedError
+
+    def logits(self, model: Engine, batch: Batch) -> torch.Tensor:
+        """Click logits (stages that select on validation AUC)."""
+        raise NotImplementedError
+
+    def evaluate(self, model: Engine, batches: BatchSource) -> dict[str, float]:
+        return evaluate(lambda b: self.logits(model, b), batches, self.rank.device)
+
+    def summary(self, model: Engine) -> dict:
+        """Facts about the trained model for metrics.json (collective: every rank calls it)."""
+        return {}

@@ -1,0 +1,62 @@
+"""PA-MLM: the CTR model prompts the PLM, which recovers the row's masked text (train + valid rows,
+never test). Everything the MLM loss reaches trains: tables, backbone, generator, PLM, MLM head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from cp_dist.clickprompt.masking import TokenMasker
+from cp_dist.clickprompt.model import prepare_for_pretraining
+from cp_dist.config import Config
+from cp_dist.data.loader import Batch
+from cp_dist.data.meta import DatasetMeta
+from cp_dist.distributed.engines import Engine
+from cp_dist.distributed.process_group import RankInfo
+from cp_dist.errors import UserError
+from cp_dist.pretrained import load_tokenizer
+from cp_dist.training.stages.clickprompt import ClickPromptStage
+
+
+class PAMLM(ClickPromptStage):
+    name = "pamlm"
+    description = "prompt-augmented masked-LM pretraining: the CTR model's prompts help the PLM recover masked text"
+    section = "pamlm"
+    train_splits = ("train", "valid")
+    selects_on_valid = False
+    scores_clicks = False
+
+    def __init__(self, config: Config, meta: DatasetMeta, rank: RankInfo):
+        super().__init__(config, meta, rank)
+        self.masker = TokenMasker(load_tokenizer(config.prompt.plm), seed=config.train.seed,
+                                  probability=self.settings.mask_probability,
+                                  width=meta.tokenizer["max_length"])  # the longest text the data can hold
+
+    @classmethod
+    def check(cls, config: Config, data_dir: Path, init_from: Path | None) -> None:
+        super().check(config, data_dir, init_from)
+        if config.prompt.num_prompts < 1:
+            raise UserError("PA-MLM aligns the CTR model with the PLM through prompts: prompt.num_prompts must be at least 1")
+
+    def prepare(self, model: nn.Module) -> None:
+        prepare_for_pretraining(model)
+
+    def loss(self, model: Engine, batch: Batch, step: int) -> torch.Tensor:
+        """This rank's slice, masked as the whole global batch would be (TokenMasker), recovered
+        under the row's prompts. Ranks mask different numbers of tokens: each divides its summed
+        cross-entropy by the global count / world size, so that the mean over ranks (of losses,
+        and of gradients as data-parallel training averages them) is the mean over every masked
+        token of the global batch, whatever the world size."""
+        rank = self.rank
+        masked, labels = self.masker(batch.input_ids, step, first_row=rank.rank * len(batch),
+                                     global_rows=len(batch) * rank.world_size)
+        batch, labels = batch.to(rank.device), labels.to(rank.device)
+        tokens = (labels != -100).sum().float()
+        if rank.world_size > 1:
+            dist.all_reduce(tokens)
+        with self.autocast():
+            return model(batch.ids, masked.to(rank.device), batch.attention_mask, mlm_labels=labels,
+                         mlm_tokens=tokens / rank.world_size)

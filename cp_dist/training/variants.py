@@ -1,0 +1,30 @@
+"""The comparison's variants (cp-dist compare): each a stage of the registry, the PA-MLM run it
+starts from, and the prompt settings it changes. Importing this module imports nothing heavy."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+BASELINE = "ctr"
+
+
+@dataclass(frozen=True)
+class Variant:
+    description: str
+    stage: str  # a stage of cp_dist.training.stages.STAGES
+    pamlm_run: str | None = None  # the PA-MLM run it starts from: "pamlm" (the preset's prompts), "pamlm-input", None
+    prompt: dict = dataclasses.field(default_factory=dict)  # overrides of the prompt section
+
+
+VARIANTS: dict[str, Variant] = {
+    BASELINE: Variant("the preset's CTR backbone alone", "ctr"),
+    "clickprompt-no-plm": Variant("ClickPrompt, finetuned without the PLM (served as the plain backbone)", "without_plm", "pamlm"),
+    "clickprompt": Variant("ClickPrompt, finetuned with the PLM", "with_plm", "pamlm"),
+    "ablation-no-pamlm": Variant("with the PLM, no PA-MLM (finetuning starts from fresh prompts)", "with_plm"),
+    "ablation-input-prompts": Variant("with the PLM, prompts at the input layer only (PA-MLM too)", "with_plm", "pamlm-input",
+                                      {"placement": "input"}),
+    "ablation-no-prompts": Variant("with the PLM, no prompts: the two towers' logits fused late, no PA-MLM",
+                                   "with_plm", None, {"num_prompts": 0}),
+}
+MAIN_VARIANTS = [BASELINE, "clickprompt-no-plm", "clickprompt"]

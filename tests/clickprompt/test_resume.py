@@ -1,0 +1,51 @@
+"""`cp-dist pretrain` and `cp-dist finetune` killed mid-epoch (SIGKILL, as a lost machine would be) and
+run again: they resume from the last resume point and end with the uninterrupted run's step losses."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cp_dist.config import load_config
+from tests.clickprompt.conftest import run
+
+CP_DIST = Path(sys.executable).with_name("cp-dist")
+pytestmark = pytest.mark.slow
+
+
+def _cp_dist(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CP_DIST), *args], capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_killed_run_resumes_and_matches(setup, tmp_path: Path, command: str) -> None:
+    base, settings = setup
+    settings = [*settings, "distributed.checkpoint_every_steps=2"]
+    config = load_config("ml-1m", settings)
+    run("pamlm", base / "data", tmp_path / "pre", config)
+    stage, extra = ("pamlm", []) if command == "pretrain" else ("with_plm", ["--with-plm", "--pretrained", str(tmp_path / "pre")])
+    clean = run(stage, base / "data", tmp_path / "clean", config, start=tmp_path / "pre" if extra else None)
+    assert len(clean["history"][0]["step_losses"]) > 6, "the kill must come mid-epoch"
+
+    argv = [command, *extra, "--data", str(base / "data"), "--out", str(tmp_path / "killed"), "--preset", "ml-1m",
+            *[f"--set={s}" for s in settings], "--fail-at-step", "5"]
+    killed = _cp_dist(*argv)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (tmp_path / "killed" / "resume" / "LATEST").read_text().strip() == "step-00000004"
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    resumed = _cp_dist(*argv)  # the same command again: it resumes, and the rehearsed failure does not recur
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from the checkpoint at step 4" in resumed.stdout
+    metrics = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert metrics["resumed_at"] == [4] and clean["resumed_at"] == []
+    assert metrics["history"][0]["step_losses"] == clean["history"][0]["step_losses"]
+    assert not (tmp_path / "killed" / "resume").exists(), "a finished run keeps its result, not its resume points"
+
+    again = _cp_dist(*argv)
+    assert again.returncode == 2 and "already holds a finished run" in again.stderr
