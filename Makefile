@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test test-fast bench-prepare bench-ctr-train bench-train bench-serve bench-hybrid clean
+.PHONY: install run test test-fast mutants bench-prepare bench-ctr-train bench-train bench-serve bench-hybrid clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test: install
 test-fast: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -m "not slow"
+
+## Semantic mutations of the model code, each against the tests that guard it (tests/mutants.py; a few minutes).
+mutants: install
+	$(PY) tests/mutants.py
 
 ## Preparation at paper scale (GoodReads format, ~20.1M interactions; ~10-15 min on 2 cores).
 bench-prepare: install

@@ -176,16 +176,21 @@ def _fill_block(block: TableBlock, pieces: list[tuple[str, int, int, Path]]) -> 
     return filled
 
 
-def load_run(checkpoint: Path, fields: Sequence[FieldMeta]) -> tuple[nn.Module, Callable, bool]:
-    """(model, click-logit function of a Batch, whether it reads text), rebuilt in one plain process
-    from a checkpoint alone: its architecture and config come from the index."""
+def rebuild(checkpoint: Path, fields: Sequence[FieldMeta]) -> tuple[nn.Module, dict]:
+    """(model in eval mode, index), rebuilt in one plain process from a checkpoint alone: its
+    architecture and config come from the index."""
     index = read_index(checkpoint)
-    if not index.get("scores_clicks", False):
-        raise UserError(f"{checkpoint}: a {index.get('stage')} checkpoint has no click head; finetune it first")
     config = Config.from_dict(index["config"], str(checkpoint / INDEX_FILE))
     model = ARCHITECTURES.lookup(index["architecture"], f"{checkpoint / INDEX_FILE}: architecture")(fields, config)
     load_model(model, checkpoint)
-    model.eval()
+    return model.eval(), index
+
+
+def load_run(checkpoint: Path, fields: Sequence[FieldMeta]) -> tuple[nn.Module, Callable, bool]:
+    """(model, click-logit function of a Batch, whether it reads text) of a checkpoint with a click head."""
+    if not read_index(checkpoint).get("scores_clicks", False):
+        raise UserError(f"{checkpoint}: a {read_index(checkpoint).get('stage')} checkpoint has no click head; finetune it first")
+    model, _ = rebuild(checkpoint, fields)
     if model.reads_text:
         return model, lambda b: model(b.ids, b.input_ids, b.attention_mask), True
     return model, lambda b: model(b.ids), False

@@ -59,6 +59,12 @@ class StageConfig:
     embedding_lr: float = 0.05  # fused row-wise Adagrad on the tables
     weight_decay: float = 0.0  # never on biases, LayerNorm weights or the fusion weight
     patience: int = 1  # epochs without a better validation AUC before stopping (stages that validate)
+    # the tables' optimizer, fused into backward: row-wise Adagrad (one accumulator per row), Adagrad, SGD
+    embedding_optimizer: str = choice("rowwise_adagrad", ("rowwise_adagrad", "adagrad", "sgd"))
+    # the dense learning rates: linear warm-up over this share of the run's steps, then the schedule
+    warmup_ratio: float = 0.0
+    schedule: str = choice("constant", ("constant", "linear", "cosine"))  # linear / cosine: decay to 0 at the end
+    eval_every_steps: int = 0  # stages that evaluate without selecting (PA-MLM): also every N steps
 
 
 @dataclass
@@ -69,8 +75,14 @@ class TrainConfig(StageConfig):
     epochs: int = 10
     patience: int = 2
     embedding_init_std: float = 0.01
+    # xavier: xavier-normal weights and zero biases in every dense layer cp_dist creates (CTR model,
+    # prompt generator, heads; the PLM keeps its own), as the authors do; torch: PyTorch's defaults
+    init: str = choice("xavier", ("xavier", "torch"))
     seed: int = 0
     eval_batch_size: int = 8192
+    # each training id is replaced by the out-of-vocabulary index 0 with this probability, so that row
+    # learns too (ids first seen after the training period map to it; PA-MLM also sees valid rows)
+    oov_rate: float = 0.0
     precision: str = choice("fp32", PRECISIONS)  # bf16: autocast of the language-model steps on a GPU; fp32 weights
     compile: bool = False  # torch.compile the PLM encoder and the prompt generator (with-PLM steps)
 
@@ -110,11 +122,19 @@ class PromptConfig:
 
 @dataclass
 class PAMLMConfig(StageConfig):
-    """PA-MLM: everything trains; train + valid rows, never test."""
+    """PA-MLM: everything trains; train + valid rows, never test. The defaults are the recipe measured
+    on ML-100K by the masked-value gap (README, "Aligning the prompts")."""
 
+    global_batch_size: int = 128
     plm_lr: float = 5e-5
+    mlm_head_lr: float | None = 1e-3  # the MLM head's own layers (its decoder is the word embeddings); None: plm_lr
+    embedding_lr: float = 0.1  # large enough that the id embeddings come to carry what the text says of them
     weight_decay: float = 0.01
-    mask_probability: float = 0.15
+    # fields: whole field values (each field with mask_probability, at least one per row); tokens: BERT's 15%
+    masking: str = choice("fields", ("tokens", "fields"))
+    mask_probability: float = 0.3
+    diagnose_rows: int = 512  # valid rows the alignment diagnostics read at each evaluation
+    splits: list[str] = field(default_factory=lambda: ["train", "valid"])  # the paper's; never test
 
 
 @dataclass

@@ -4,6 +4,7 @@
     RUN/resume/       a local run's resume points (step-<N>/ and LATEST); removed once it finishes
     RUN/checkpoint/   the model, in cp_dist.checkpoint's format: the selected epoch's
     RUN/metrics.json  the result, one schema for every stage (cp_dist.training.loop.result)
+    RUN/test_predictions.parquet  the selected model's click probability of every test row, in order
 
 Ray runs keep their resume points in Ray storage instead of RUN/resume/; the rest is the same.
 """
@@ -16,11 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from cp_dist.errors import UserError
-from cp_dist.io import write_json
+from cp_dist.io import atomic_file, write_json
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "test_predictions.parquet"
 SETTINGS_FILE = "run.json"
 RESUME_DIR = "resume"
 FAILURE_MARKER = ".failure-rehearsed"  # a rehearsed failure (--fail-at-step) happens once per run
@@ -37,6 +43,20 @@ class RunDir:
     @property
     def metrics_file(self) -> Path:
         return self.path / METRICS_FILE
+
+    @property
+    def predictions_file(self) -> Path:
+        return self.path / PREDICTIONS_FILE
+
+    def write_predictions(self, probabilities: np.ndarray) -> None:
+        with atomic_file(self.predictions_file) as tmp:
+            pq.write_table(pa.table({"probability": pa.array(probabilities, pa.float32())}), tmp)
+
+    def predictions(self) -> np.ndarray:
+        if not self.predictions_file.is_file():
+            raise UserError(f"{self.predictions_file}: not found; the run kept no test predictions (a stage that "
+                            "does not select on validation, or a run of an older cp_dist)")
+        return pq.read_table(self.predictions_file)["probability"].to_numpy()
 
     @property
     def resume(self) -> Path:
@@ -78,7 +98,7 @@ class RunDir:
         """Removes what a run writes here (and nothing else), for --overwrite."""
         for name in (CHECKPOINT_DIR, RESUME_DIR):
             shutil.rmtree(self.path / name, ignore_errors=True)
-        for name in (METRICS_FILE, SETTINGS_FILE, FAILURE_MARKER):
+        for name in (METRICS_FILE, SETTINGS_FILE, FAILURE_MARKER, PREDICTIONS_FILE):
             (self.path / name).unlink(missing_ok=True)
 
 

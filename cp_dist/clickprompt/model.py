@@ -3,6 +3,10 @@
 One forward runs the CTR backbone once: its representation q both feeds the prompt generator and
 (when finetuning with the PLM) gives y_ctr. The prediction is sigmoid(a * y_ctr + (1 - a) * y_plm)
 with a = sigmoid(fusion_logit), so a stays in (0, 1), starts at 0.5 and is never weight-decayed.
+
+`prompts_from` says whose prompts the text is read with: the row's own ("own"), another row's of
+the same batch ("shuffled": a fixed derangement), or none. The alignment diagnostics compare them:
+prompts that carry nothing about their row leave "own" and "shuffled" equal.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from torch import nn
 
 from cp_dist.clickprompt.generator import PromptGenerator
 from cp_dist.config import Config, PromptConfig
+from cp_dist.ctr.layers import init_linear_layers
 from cp_dist.ctr.model import CTRModel
 from cp_dist.data.meta import FieldMeta
 from cp_dist.errors import UserError
@@ -22,6 +27,16 @@ from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm
 POOLINGS = ("mean", "cls")
 #: Parameters that PA-MLM does not use and finetuning creates fresh.
 FINETUNE_HEADS = ("ctr.head.", "plm_head.", "fusion_logit")
+PROMPT_SOURCES = ("own", "shuffled", "none")
+
+
+def derangement(rows: int, device: torch.device | None = None) -> torch.Tensor:
+    """A fixed permutation of `rows` with no fixed point (for rows >= 2): row i reads the prompts of
+    row derangement[i]. Random rather than a shift, because neighbouring rows often share a user."""
+    order = torch.randperm(rows, generator=torch.Generator().manual_seed(rows))
+    permutation = torch.empty_like(order)
+    permutation[order] = order.roll(1)
+    return permutation.to(device)
 
 
 class ClickPrompt(nn.Module):
@@ -46,19 +61,24 @@ class ClickPrompt(nn.Module):
         """a, the weight of the CTR side in the fused logit."""
         return torch.sigmoid(self.fusion_logit)
 
-    def encode(self, ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """(q, the text's last hidden states under the prompts q generates)."""
+    def encode(self, ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts_from: str = "own"):
+        """(q, the text's last hidden states under the prompts of `prompts_from`)."""
         q = self.ctr.interact(self.ctr.embed(ids))
-        prompts = self.generator(q) if self.generator is not None else None
+        prompts = None
+        if self.generator is not None and prompts_from != "none":
+            prompts = self.generator(q if prompts_from == "own" else q[derangement(len(q), q.device)])
         return q, self.encoder(input_ids, attention_mask, prompts)
 
     def forward(self, ids: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                mlm_labels: torch.Tensor | None = None, mlm_tokens: torch.Tensor | None = None) -> torch.Tensor:
+                mlm_labels: torch.Tensor | None = None, mlm_tokens: torch.Tensor | None = None,
+                prompts_from: str = "own", towers: bool = False) -> torch.Tensor:
         """With mlm_labels (PA-MLM; input_ids then hold the masked text): the cross-entropy on the
-        selected positions, summed and divided by mlm_tokens (default: their number here; see
-        pamlm_loss for data-parallel ranks). Without: the fused click logit a * y_ctr + (1 - a) * y_plm.
-        Both go through forward so that data-parallel wrappers see every step."""
-        q, hidden = self.encode(ids, input_ids, attention_mask)
+        selected positions, summed and divided by mlm_tokens (default: their number here; see the
+        pamlm stage for data-parallel ranks). Without: the fused click logit a * y_ctr + (1 - a) * y_plm,
+        or with towers=True [B, 3]: the fused logit, y_ctr and y_plm. Everything goes through forward
+        so that data-parallel wrappers see every step."""
+        assert prompts_from in PROMPT_SOURCES, prompts_from
+        q, hidden = self.encode(ids, input_ids, attention_mask, prompts_from)
         if mlm_labels is not None:
             selected = mlm_labels != -100
             total = nn.functional.cross_entropy(self.encoder.mlm_logits(hidden[selected]), mlm_labels[selected], reduction="sum")
@@ -66,7 +86,8 @@ class ClickPrompt(nn.Module):
         y_ctr = self.ctr.logit(q)
         y_plm = self.plm_head(self._pool(hidden, attention_mask)).squeeze(-1)
         a = self.fusion_weight
-        return a * y_ctr + (1 - a) * y_plm
+        fused = a * y_ctr + (1 - a) * y_plm
+        return torch.stack([fused, y_ctr, y_plm], dim=1) if towers else fused
 
     def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
@@ -117,5 +138,8 @@ def build_clickprompt(fields: Sequence[FieldMeta], config: Config, embedding_dev
     ctr = CTRModel(fields, config.ctr, embedding_device, lookup_device)
     masked_lm, fresh_head = load_masked_lm(config.prompt.plm, config.prompt.plm_layers)
     model = ClickPrompt(ctr, PromptedEncoder(masked_lm), config.prompt)
+    for part in (model.ctr, model.generator, model.plm_head):  # not the PLM: it keeps its own weights
+        if part is not None:
+            init_linear_layers(part, config.train.init)
     model.fresh_mlm_head = fresh_head
     return model

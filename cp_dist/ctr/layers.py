@@ -34,3 +34,21 @@ def pairwise_inner_products(fields: torch.Tensor) -> torch.Tensor:
 
 def num_pairs(num_fields: int) -> int:
     return num_fields * (num_fields - 1) // 2
+
+
+INITS = ("xavier", "torch")
+
+
+@torch.no_grad()
+def init_linear_layers(module: nn.Module, scheme: str) -> None:
+    """"xavier": every nn.Linear in `module` gets xavier-normal weights and zero biases, as the
+    ClickPrompt authors initialise the CTR model and the prompt generator. PyTorch's default (uniform
+    weights and non-zero biases) makes the first prompts nearly the same for every row, because the
+    biases dominate what a small q contributes. "torch" leaves PyTorch's default in place."""
+    if scheme == "torch":
+        return
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_normal_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)

@@ -10,6 +10,7 @@ from torch import nn
 from cp_dist.config import Config, CTRConfig
 from cp_dist.ctr.backbones import BACKBONES
 from cp_dist.ctr.embedding import FieldEmbedding
+from cp_dist.ctr.layers import init_linear_layers
 from cp_dist.data.meta import FieldMeta
 
 
@@ -47,4 +48,6 @@ class CTRModel(nn.Module):
 def build_ctr_model(fields: Sequence[FieldMeta], config: Config, embedding_device: str | None = None,
                     lookup_device: torch.device | None = None) -> CTRModel:
     """The "ctr" architecture (cp_dist.models)."""
-    return CTRModel(fields, config.ctr, embedding_device, lookup_device)
+    model = CTRModel(fields, config.ctr, embedding_device, lookup_device)
+    init_linear_layers(model, config.train.init)
+    return model

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cp_dist.data.meta import DatasetMeta
-from cp_dist.data.text import TOKENS_COLUMN, pad_token_lists
+from cp_dist.data.text import FIELDS_COLUMN, TEMPLATE, TOKENIZATION_VERSION, TOKENS_COLUMN, pad_token_lists
 from cp_dist.errors import UserError
 
 
@@ -28,6 +28,7 @@ class Batch:
     labels: torch.Tensor  # [B] float32 in {0, 1}
     input_ids: torch.Tensor | None = None  # [B, T] token ids, padded
     attention_mask: torch.Tensor | None = None
+    token_fields: torch.Tensor | None = None  # [B, T] the field whose value each token spells; -1: template
     num_valid: int | None = None  # rows past this repeat the last row, so that ranks stay in step
 
     def __post_init__(self) -> None:
@@ -38,8 +39,8 @@ class Batch:
         return len(self.labels)
 
     def to(self, device: torch.device) -> Batch:
-        moved = [t.to(device) if t is not None else None for t in (self.ids, self.labels, self.input_ids, self.attention_mask)]
-        return Batch(*moved, num_valid=self.num_valid)
+        tensors = (self.ids, self.labels, self.input_ids, self.attention_mask, self.token_fields)
+        return Batch(*(t.to(device) if t is not None else None for t in tensors), num_valid=self.num_valid)
 
 
 class BatchSource(Protocol):
@@ -80,12 +81,13 @@ class SplitLoader:
         if global_batch_size % world_size:
             raise UserError(f"global batch {global_batch_size} is not divisible by world size {world_size}")
         self.meta = DatasetMeta.load(data_dir)
-        if text and self.meta.tokenizer is None:
-            raise UserError(f"{data_dir}: no pre-tokenized text; run `cp-dist data tokenize --data {data_dir}` first")
+        if text and (self.meta.tokenizer or {}).get("version") != TOKENIZATION_VERSION:
+            found = "no pre-tokenized text" if self.meta.tokenizer is None else "text tokenized by an older cp_dist"
+            raise UserError(f"{data_dir}: {found}; run `cp-dist data tokenize --data {data_dir}` first")
         splits = [split] if isinstance(split, str) else list(split)
         self.files = [pq.ParquetFile(self.meta.split_path(data_dir, name)) for name in splits]
         self.row_groups = [(f, g) for f in self.files for g in range(f.num_row_groups)]
-        self.columns = [f.name for f in self.meta.fields] + ["label"] + ([TOKENS_COLUMN] if text else [])
+        self.columns = [f.name for f in self.meta.fields] + ["label"] + ([TOKENS_COLUMN, FIELDS_COLUMN] if text else [])
         self.global_batch_size, self.rank, self.world_size = global_batch_size, rank, world_size
         self.shuffle, self.seed, self.drop_last, self.text = shuffle, seed, drop_last, text
         self.window_row_groups = window_row_groups
@@ -141,5 +143,7 @@ class SplitLoader:
         batch = Batch(torch.from_numpy(ids), labels, num_valid=num_valid)
         if self.text:
             tokens, mask = pad_token_lists(part[TOKENS_COLUMN], self.meta.tokenizer["pad_token_id"] or 0)
+            fields, _ = pad_token_lists(part[FIELDS_COLUMN], TEMPLATE)
             batch.input_ids, batch.attention_mask = torch.from_numpy(tokens), torch.from_numpy(mask)
+            batch.token_fields = torch.from_numpy(fields)
         return batch

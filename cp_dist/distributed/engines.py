@@ -1,7 +1,7 @@
 """Training engines: how a model is sharded, stepped and checkpointed across ranks.
 
 Both engines keep the ID tables in TorchRec's DistributedModelParallel, sharded by the plan and
-stepped by a fused row-wise Adagrad inside backward. They differ in the dense rest (CTR layers,
+stepped inside backward by a fused optimizer (row-wise Adagrad by default). They differ in the dense rest (CTR layers,
 prompt generator, language model, heads):
 - plain: replicated on every rank (DDP) and stepped by AdamW; one process or N;
 - hybrid (cp_dist.distributed.hybrid): partitioned by DeepSpeed ZeRO.
@@ -24,14 +24,24 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from cp_dist.checkpoint import load_model, save_model
-from cp_dist.config import Config
+from cp_dist.config import Config, StageConfig
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.sharding import describe_plan, embedding_collection_path, shard
 from cp_dist.distributed.tables import initialize_tables, is_table, load_table_state, save_table_state
 
 #: (name, parameter) pairs -> AdamW parameter groups; the stage decides learning rates and decay.
 ParameterGroups = Callable[[Iterable[tuple[str, nn.Parameter]]], list[dict]]
+#: step -> factor on every dense learning rate (warm-up and decay); None: constant.
+Schedule = Callable[[int], float] | None
 DENSE_STATE_FILE = "dense-state.pt"
+#: StageConfig.embedding_optimizer -> the optimizer TorchRec fuses into the tables' backward.
+TABLE_OPTIMIZERS = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+
+
+def fuse_table_optimizer(tables: nn.Module, settings: StageConfig) -> None:
+    """The tables' optimizer, applied inside backward (TorchRec fuses it into the lookup kernels)."""
+    apply_optimizer_in_backward(TABLE_OPTIMIZERS[settings.embedding_optimizer], tables.parameters(),
+                                {"lr": settings.embedding_lr})
 
 
 @dataclass(frozen=True)
@@ -68,33 +78,34 @@ class Engine(Protocol):
     def describe(self) -> dict: ...  # for logs and metrics: engine, sharding plan
 
 
-def build_engine(model: nn.Module, config: Config, rank: RankInfo, *, parameter_groups: ParameterGroups,
-                 embedding_lr: float, global_batch_size: int, start: Start | None = None) -> Engine:
+def build_engine(model: nn.Module, config: Config, rank: RankInfo, settings: StageConfig, *,
+                 parameter_groups: ParameterGroups, schedule: Schedule = None, start: Start | None = None) -> Engine:
     """config.distributed.engine's engine around `model`, built under torch.manual_seed(config.train.seed)
-    with its tables on "meta": the tables are initialised identically whatever the sharding."""
+    with its tables on "meta": the tables are initialised identically whatever the sharding.
+    settings: the stage's (batch size, table optimizer)."""
     if config.distributed.engine == "hybrid":
         from cp_dist.distributed.hybrid import build_hybrid
 
-        return build_hybrid(model, config, rank, parameter_groups=parameter_groups, embedding_lr=embedding_lr,
-                            global_batch_size=global_batch_size, start=start)
-    return build_plain(model, config, rank, parameter_groups=parameter_groups, embedding_lr=embedding_lr, start=start)
+        return build_hybrid(model, config, rank, settings, parameter_groups=parameter_groups, schedule=schedule, start=start)
+    return build_plain(model, config, rank, settings, parameter_groups=parameter_groups, schedule=schedule, start=start)
 
 
-def build_plain(model: nn.Module, config: Config, rank: RankInfo, *, parameter_groups: ParameterGroups,
-                embedding_lr: float, start: Start | None = None) -> PlainEngine:
-    tables = model.get_submodule(embedding_collection_path(model))
-    apply_optimizer_in_backward(RowWiseAdagrad, tables.parameters(), {"lr": embedding_lr})
+def build_plain(model: nn.Module, config: Config, rank: RankInfo, settings: StageConfig, *,
+                parameter_groups: ParameterGroups, schedule: Schedule = None, start: Start | None = None) -> PlainEngine:
+    fuse_table_optimizer(model.get_submodule(embedding_collection_path(model)), settings)
     sharded = shard(model, config.distributed.sharding, rank)
     initialize_tables(sharded, config.train.seed, config.train.embedding_init_std)
     if start is not None:
         load_model(sharded, start.checkpoint, source_prefix=start.source_prefix, keep=start.keep)
     trainable = (item for item in in_backward_optimizer_filter(sharded.named_parameters()) if item[1].requires_grad)
-    return PlainEngine(sharded, torch.optim.AdamW(parameter_groups(trainable)))
+    optimizer = torch.optim.AdamW(parameter_groups(trainable))
+    return PlainEngine(sharded, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) if schedule else None)
 
 
 class PlainEngine:
-    def __init__(self, model: DistributedModelParallel, optimizer: torch.optim.Optimizer):
-        self.model, self.optimizer = model, optimizer
+    def __init__(self, model: DistributedModelParallel, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
 
     @property
     def module(self) -> nn.Module:
@@ -111,19 +122,23 @@ class PlainEngine:
 
     def backward_and_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad()
-        loss.backward()  # the tables' row-wise Adagrad steps inside backward
+        loss.backward()  # the tables' optimizer steps inside backward
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
 
     def _dense(self) -> Iterator[tuple[str, torch.Tensor]]:
         return ((k, v) for k, v in self.model.state_dict().items() if not is_table(k))
 
     def save_state(self, directory: Path) -> None:
-        """This rank's table shards and their Adagrad state; rank 0 the dense weights and AdamW's
-        state (the same on every rank). Resume with the same world size and plan."""
+        """This rank's table shards and their optimizer state; rank 0 the dense weights, AdamW's and
+        the schedule's state (the same on every rank). Resume with the same world size and plan."""
         rank = torch.distributed.get_rank()
         save_table_state(self.model, directory / f"tables-rank{rank:05d}.safetensors")
         if rank == 0:
-            torch.save({"dense": dict(self._dense()), "optimizer": self.optimizer.state_dict()}, directory / DENSE_STATE_FILE)
+            state = {"dense": dict(self._dense()), "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+            torch.save(state, directory / DENSE_STATE_FILE)
 
     @torch.no_grad()
     def load_state(self, directory: Path) -> None:
@@ -132,6 +147,8 @@ class PlainEngine:
         for key, tensor in self._dense():
             tensor.copy_(saved["dense"][key])
         self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
 
     def save_model(self, directory: Path, extra: dict) -> None:
         save_model(self.model, directory, extra)

@@ -19,13 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchrec.distributed import DistributedModelParallel
-from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from cp_dist.checkpoint import load_model, save_model
-from cp_dist.config import Config
+from cp_dist.config import Config, StageConfig
 from cp_dist.ctr.embedding import FieldEmbedding
-from cp_dist.distributed.engines import ParameterGroups, Start
+from cp_dist.distributed.engines import ParameterGroups, Schedule, Start, fuse_table_optimizer
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.sharding import describe_plan, shard
 from cp_dist.distributed.tables import initialize_tables, load_table_state, save_table_state
@@ -112,7 +110,7 @@ class HybridEngine:
 
     def load_state(self, directory: Path) -> None:
         path, _ = self.engine.load_checkpoint(str(directory), tag=ENGINE_TAG, load_optimizer_states=True,
-                                              load_lr_scheduler_states=False)
+                                              load_lr_scheduler_states=True)
         if path is None:
             raise FileNotFoundError(f"{directory / ENGINE_TAG}: no DeepSpeed checkpoint to resume from")
         load_table_state(self.tables, directory / f"tables-rank{torch.distributed.get_rank():05d}.safetensors")
@@ -165,8 +163,8 @@ def split_tables(model: nn.Module) -> tuple[FieldEmbedding, str]:
     return tables, f"{paths[0]}."
 
 
-def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, *, parameter_groups: ParameterGroups,
-                 embedding_lr: float, global_batch_size: int, start: Start | None = None) -> HybridEngine:
+def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, settings: StageConfig, *,
+                 parameter_groups: ParameterGroups, schedule: Schedule = None, start: Start | None = None) -> HybridEngine:
     """Shards `model` (built under torch.manual_seed(config.train.seed), its tables on "meta") in two.
     The start checkpoint is loaded before ZeRO partitions anything."""
     import deepspeed
@@ -174,7 +172,7 @@ def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, *, parameter_
     os.environ.setdefault("LOCAL_RANK", str(rank.device.index if rank.device.type == "cuda" else rank.rank))
     deepspeed.init_distributed(dist_backend=rank.backend, auto_mpi_discovery=False)
     tables, prefix = split_tables(model)
-    apply_optimizer_in_backward(RowWiseAdagrad, tables.parameters(), {"lr": embedding_lr})
+    fuse_table_optimizer(tables, settings)
     sharded = shard(tables, config.distributed.sharding, rank)
     initialize_tables(sharded, config.train.seed, config.train.embedding_init_std, table_prefix=prefix)
     model.to(rank.device)
@@ -182,7 +180,8 @@ def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, *, parameter_
         load_model(sharded, start.checkpoint, source_prefix=start.source_prefix, keep=start.keep, table_prefix=prefix,
                    dense=model)
     optimizer = torch.optim.AdamW(parameter_groups((n, p) for n, p in model.named_parameters() if p.requires_grad))
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, dist_init_required=False,
-                                      config=deepspeed_config(config, global_batch_size, rank.world_size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) if schedule else None  # stepped by DeepSpeed
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, dist_init_required=False,
+                                      config=deepspeed_config(config, settings.global_batch_size, rank.world_size))
     engine.checkpoint_engine = _safe_checkpoint_engine()
     return HybridEngine(sharded, engine, prefix)

@@ -13,14 +13,17 @@ import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from scipy import stats
 
 from cp_dist.config import Config
 from cp_dist.errors import UserError
 from cp_dist.io import atomic_file, write_json
 from cp_dist.runs import RunDir
+from cp_dist.training.evaluate import split_labels
 from cp_dist.training.loop import StageJob
 from cp_dist.training.runner import train
+from cp_dist.training.significance import LONG_TAIL_SHARE, auc_by_long_tail, delong_test, long_tail_masks
 from cp_dist.training.variants import BASELINE, MAIN_VARIANTS, VARIANTS
 
 
@@ -39,7 +42,7 @@ def run_comparison(
         seed_config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
         for name in variants:
             runs[name].append(_run_variant(data_dir, out_dir / f"seed{seed}", seed_config, name, progress))
-    payload = _summarize(runs, seeds, config)
+    payload = _summarize(runs, seeds, config, data_dir)
     results_dir = results_dir or out_dir
     write_json(results_dir / "comparison.json", payload)
     with atomic_file(results_dir / "comparison.md") as tmp:
@@ -54,45 +57,80 @@ def _with_prompt(config: Config, overrides: dict) -> Config:
 def _run_variant(data_dir: Path, seed_dir: Path, config: Config, name: str, progress: Callable[[str], None]) -> dict:
     variant = VARIANTS[name]
     config = _with_prompt(config, variant.prompt)
-    pamlm_seconds, start = 0.0, None
+    pamlm_seconds, start, value_gap = 0.0, None, None
     if variant.pamlm_run is not None:
         pamlm = RunDir(seed_dir / variant.pamlm_run)
         if not pamlm.finished:
             progress(f"[seed {config.train.seed}] PA-MLM ({config.prompt.placement} prompts) -> {pamlm.path}")
-        pamlm_seconds = train(StageJob("pamlm", data_dir, pamlm.path, config))["train_seconds"]
-        start = pamlm.checkpoint
+        pretrained = train(StageJob("pamlm", data_dir, pamlm.path, config))
+        pamlm_seconds, start, value_gap = pretrained["train_seconds"], pamlm.checkpoint, pretrained["valid"]["mlm_value_gap"]
     run = RunDir(seed_dir / name)
     if not run.finished:
         progress(f"[seed {config.train.seed}] {name}: {variant.description} -> {run.path}")
     metrics = train(StageJob(variant.stage, data_dir, run.path, config, init_from=start))
     return {"seed": config.train.seed, "run": str(run.path), "test": metrics["test"], "valid": metrics["valid"],
-            "best_epoch": metrics["best_epoch"], "train_seconds": metrics["train_seconds"],
-            "pamlm_seconds": pamlm_seconds, "fusion_weight": metrics["model_info"].get("fusion_weight")}
+            "best_epoch": metrics["best_epoch"], "train_seconds": metrics["train_seconds"], "pamlm_seconds": pamlm_seconds,
+            "fusion_weight": metrics["model_info"].get("fusion_weight"), "mlm_value_gap": value_gap,
+            "predictions": run.predictions()}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _summarize(runs: dict[str, list[dict]], seeds: Sequence[int], config: Config) -> dict:
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def _summarize(runs: dict[str, list[dict]], seeds: Sequence[int], config: Config, data_dir: Path) -> dict:
+    labels = split_labels(data_dir, "test")
+    masks, thresholds = long_tail_masks(data_dir)
     base_auc = [r["test"]["auc"] for r in runs[BASELINE]]
+    base_predictions = np.stack([r["predictions"] for r in runs[BASELINE]])
     rows = []
     for name, variant_runs in runs.items():
         auc = [r["test"]["auc"] for r in variant_runs]
         logloss = [r["test"]["logloss"] for r in variant_runs]
+        predictions = np.stack([r["predictions"] for r in variant_runs])
         row = {"variant": name, "description": VARIANTS[name].description, "seeds": list(seeds),
                "test_auc": auc, "test_logloss": logloss,
                "relative_auc_change": [(a - b) / b for a, b in zip(auc, base_auc)],
                "seconds": [r["train_seconds"] + r["pamlm_seconds"] for r in variant_runs],
-               "fusion_weight": [r["fusion_weight"] for r in variant_runs]}
+               "fusion_weight": [r["fusion_weight"] for r in variant_runs],
+               "mlm_value_gap": [r["mlm_value_gap"] for r in variant_runs],
+               "auc_ctr_tower": [r["test"].get("auc_ctr") for r in variant_runs],
+               "auc_plm_shuffled": [r["test"].get("auc_plm_shuffled") for r in variant_runs],
+               "long_tail": _long_tail(labels, predictions, masks)}
         row["test_auc_mean"], row["test_auc_std"] = _mean_std(auc)
         row["test_logloss_mean"], row["test_logloss_std"] = _mean_std(logloss)
         row["relative_auc_change_mean"] = statistics.mean(row["relative_auc_change"])
-        if name != BASELINE and len(auc) > 1:
-            test = stats.ttest_rel(auc, base_auc)  # paired by seed: same split, same seed, other model
-            row["paired_t"], row["p_value"] = float(test.statistic), float(test.pvalue)
+        if name != BASELINE:
+            row["delong"] = delong_test(labels, predictions, base_predictions)  # the same test rows, seed means
+            tail = masks["item"]
+            row["delong_long_tail_items"] = delong_test(labels[tail], predictions[:, tail], base_predictions[:, tail])
+            if len(auc) > 1:
+                test = stats.ttest_rel(auc, base_auc)  # paired by seed: same split, same seed, other model
+                row["paired_t"], row["p_value"] = float(test.statistic), float(test.pvalue)
         rows.append(row)
-    return {"baseline": config.ctr.model, "config": config.to_dict(), "rows": rows}
+    return {"baseline": config.ctr.model, "config": config.to_dict(), "long_tail_thresholds": thresholds,
+            "long_tail_share": LONG_TAIL_SHARE, "rows": rows}
+
+
+def _long_tail(labels: np.ndarray, predictions: np.ndarray, masks: dict[str, np.ndarray]) -> list[dict]:
+    """Each long-tail cell's AUC, mean over seeds."""
+    per_seed = [auc_by_long_tail(labels, p, masks) for p in predictions]
+    return [{**cells[0], "auc": _mean([c["auc"] for c in cells])} for cells in zip(*per_seed)]
+
+
+def _spread(values: list[float], digits: int = 4) -> str:
+    mean, std = _mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
+def _optional(values: list, digits: int = 3) -> str:
+    mean = _mean(values)
+    return "–" if mean is None else f"{mean:.{digits}f}"
 
 
 def format_comparison(payload: dict) -> str:
@@ -105,24 +143,38 @@ def format_comparison(payload: dict) -> str:
         f"Test AUC / LogLoss, mean ± std over seeds {', '.join(map(str, seeds))}; baseline {payload['baseline']}; "
         f"PLM {prompt['plm']} ({prompt['plm_layers'] or 'all'} layers, max_length {prompt['max_length']}, "
         f"{prompt['num_prompts']} prompts per layer); PA-MLM {pretraining['epochs']} epoch(s){steps} at batch "
-        f"{pretraining['global_batch_size']}; finetuning with the PLM up to {config['finetune']['epochs']} epoch(s), "
-        f"PLM lr {config['finetune']['plm_lr']:g}; precision {config['train']['precision']}.",
-        "p: paired t-test of the test AUC against the baseline across seeds (two-sided). seconds: training, "
-        "including the PA-MLM run the variant starts from.",
+        f"{pretraining['global_batch_size']}, {pretraining['masking']} masked; finetuning with the PLM up to "
+        f"{config['finetune']['epochs']} epoch(s), PLM lr {config['finetune']['plm_lr']:g}; precision "
+        f"{config['train']['precision']}.",
+        "p (t): paired t-test of the test AUC against the baseline across seeds. p (DeLong): DeLong's test of the "
+        "seed-mean AUC difference on the same test rows. a: the CTR tower's weight in the fused logit. value gap: "
+        "the PA-MLM run's masked-value cross-entropy with shuffled minus own prompts (0: the prompts carry nothing "
+        "about their row). CTR tower: test AUC of y_ctr alone inside the with-PLM model. PLM shuffled: test AUC of "
+        "the PLM tower reading other rows' prompts (0.5: it ignores the text). seconds: training, including the "
+        "PA-MLM run the variant starts from.",
         "",
-        "| variant | test AUC | test LogLoss | rel. AUC change | p | a (CTR weight) | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | test AUC | test LogLoss | rel. AUC change | p (t) | p (DeLong) | p (DeLong, long-tail items) | a "
+        "| value gap | CTR tower | PLM shuffled | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    def spread(mean: float, std: float) -> str:
-        return f"{mean:.4f} ± {std:.4f}" if len(seeds) > 1 else f"{mean:.4f}"
-
     for row in payload["rows"]:
-        p_value = f"{row['p_value']:.3f}" if "p_value" in row else "–"
-        weights = [w for w in row["fusion_weight"] if w is not None]
-        fusion = f"{statistics.mean(weights):.3f}" if weights else "–"
+        t = f"{row['p_value']:.3f}" if "p_value" in row else "–"
+        delong, tail = (f"{row[key]['p_value']:.3g}" if key in row else "–" for key in ("delong", "delong_long_tail_items"))
         lines.append(
-            f"| {row['variant']} | {spread(row['test_auc_mean'], row['test_auc_std'])} | "
-            f"{spread(row['test_logloss_mean'], row['test_logloss_std'])} | {100 * row['relative_auc_change_mean']:+.2f}% | "
-            f"{p_value} | {fusion} | {statistics.mean(row['seconds']):.0f} |"
+            f"| {row['variant']} | {_spread(row['test_auc'])} | {_spread(row['test_logloss'])} | "
+            f"{100 * row['relative_auc_change_mean']:+.2f}% | {t} | {delong} | {tail} | {_optional(row['fusion_weight'])} | "
+            f"{_optional(row['mlm_value_gap'])} | {_optional(row['auc_ctr_tower'], 4)} | {_optional(row['auc_plm_shuffled'], 4)} | "
+            f"{statistics.mean(row['seconds']):.0f} |"
         )
+    thresholds = payload["long_tail_thresholds"]
+    lines += ["", f"Test AUC by long-tail user x long-tail item, mean over seeds. Long tail: ids seen at most "
+              f"{thresholds['user']} (users) / {thresholds['item']} (items) times in training (the least frequent ids "
+              f"holding {payload['long_tail_share']:.0%} of the training interactions) or never.", "",
+              "| variant | " + " | ".join(f"user {'tail' if c['long_tail_user'] else 'head'}, item "
+                                         f"{'tail' if c['long_tail_item'] else 'head'} ({c['rows']:,} rows)"
+                                         for c in payload["rows"][0]["long_tail"]) + " |",
+              "|---|" + "---|" * len(payload["rows"][0]["long_tail"])]
+    for row in payload["rows"]:
+        lines.append(f"| {row['variant']} | " + " | ".join("–" if c["auc"] is None else f"{c['auc']:.4f}"
+                                                           for c in row["long_tail"]) + " |")
     return "\n".join(lines) + "\n"

@@ -6,8 +6,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from sklearn.metrics import log_loss, roc_auc_score
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
@@ -31,8 +34,31 @@ def evaluate(score: Callable[[Batch], torch.Tensor], batches: Iterable[Batch], d
 
 @torch.no_grad()
 def predict(score: Callable[[Batch], torch.Tensor], batches: Iterable[Batch]) -> np.ndarray:
-    """This rank's click probabilities, in row order."""
-    return np.concatenate([torch.sigmoid(score(b)[: b.num_valid]).cpu().numpy() for b in batches])
+    """Probabilities (sigmoid of `score`'s logits, [rows] or [rows, outputs]) of every row of the
+    split, in row order, on every rank: each global batch's rank slices are gathered back together
+    (they are consecutive; padding only at the end)."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    parts = []
+    for batch in batches:
+        probabilities = torch.sigmoid(score(batch).float())
+        rows = torch.tensor(batch.num_valid, device=probabilities.device)
+        if world > 1:
+            slices = [torch.empty_like(probabilities) for _ in range(world)]
+            dist.all_gather(slices, probabilities)
+            dist.all_reduce(rows)
+            probabilities = torch.cat(slices)
+        parts.append(probabilities[: int(rows)].cpu().numpy())
+    return np.concatenate(parts)
+
+
+def click_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """AUC and LogLoss of click probabilities (every rank holds them all after predict())."""
+    return {"auc": float(roc_auc_score(labels, probabilities)), "logloss": float(log_loss(labels, probabilities))}
+
+
+def split_labels(data_dir: Path, split: str) -> np.ndarray:
+    """The split's labels in row order (the order of an unshuffled loader)."""
+    return pq.read_table(DatasetMeta.load(data_dir).split_path(data_dir, split), columns=["label"])["label"].to_numpy()
 
 
 def evaluate_run(run_dir: Path, data_dir: Path, split: str, batch_size: int = 4096) -> dict[str, float]:

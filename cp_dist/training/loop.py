@@ -21,7 +21,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from cp_dist.config import Config
+from cp_dist.config import Config, StageConfig
+from cp_dist.data.loader import Batch
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.engines import Engine, build_engine
 from cp_dist.distributed.process_group import RankInfo
@@ -55,6 +56,7 @@ class Progress:
     best_epoch: int = -1
     best_valid: dict | None = None
     best_test: dict | None = None  # the test split, scored with the selected checkpoint
+    probes: list[dict] = field(default_factory=list)  # mid-epoch evaluations (settings.eval_every_steps)
     seconds: float = 0.0
     done: bool = False
     resumed_at: list[int] = field(default_factory=list)  # global steps this run was resumed from
@@ -68,28 +70,38 @@ def global_step_losses(losses: list[torch.Tensor], rank: RankInfo) -> list[float
     return (stacked / rank.world_size).tolist()
 
 
-def build_stage(name: str, config: Config, meta: DatasetMeta, rank: RankInfo,
-                init_from: Path | None = None) -> tuple[Stage, Engine]:
-    """The stage and its model on config.distributed.engine, ready to train (benchmarks step it by hand)."""
+def build_stage(name: str, config: Config, meta: DatasetMeta, rank: RankInfo, init_from: Path | None = None,
+                total_steps: int = 0) -> tuple[Stage, Engine]:
+    """The stage and its model on config.distributed.engine, ready to train (benchmarks step it by
+    hand); total_steps: the run's length, for the learning-rate schedule."""
     stage: Stage = STAGES[name](config, meta, rank)
-    engine = build_engine(stage.build_model(), config, rank, parameter_groups=stage.parameter_groups,
-                          embedding_lr=stage.settings.embedding_lr, global_batch_size=stage.settings.global_batch_size,
-                          start=stage.start_from(init_from))
-    return stage, engine
+    return stage, engine_for(stage, init_from, total_steps)
 
 
-def train_step(stage: Stage, model: Engine, batch, step: int) -> torch.Tensor:
+def engine_for(stage: Stage, init_from: Path | None = None, total_steps: int = 0) -> Engine:
+    """The stage's model, set up on config.distributed.engine."""
+    return build_engine(stage.build_model(), stage.config, stage.rank, stage.settings, parameter_groups=stage.parameter_groups,
+                        schedule=stage.lr_schedule(total_steps), start=stage.start_from(init_from))
+
+
+def train_step(stage: Stage, model: Engine, batch: Batch, step: int) -> torch.Tensor:
     """One optimisation step of global step `step`; returns this rank's loss."""
-    loss = stage.loss(model, batch, step)
+    loss = stage.loss(model, stage.training_batch(batch, step), step)
     model.backward_and_step(loss)
     return loss.detach()
+
+
+def total_steps(settings: StageConfig, batches_per_epoch: int) -> int:
+    return min(settings.epochs * batches_per_epoch, settings.max_steps if settings.max_steps is not None else 1 << 62)
 
 
 def run_stage(rank: RankInfo, job: StageJob, store: ResumeStore) -> None:
     """Trains the stage to its end, resuming from the store's latest resume point when there is one;
     writes RUN/checkpoint and RUN/metrics.json."""
-    stage, model = build_stage(job.stage, job.config, DatasetMeta.load(job.data_dir), rank, job.init_from)
+    stage: Stage = STAGES[job.stage](job.config, DatasetMeta.load(job.data_dir), rank)
     settings, run = stage.settings, RunDir(job.out_dir)
+    train = stage.batches(job.data_dir, stage.train_splits, training=True)
+    model = engine_for(stage, job.init_from, total_steps(settings, len(train)))
     progress = Progress()
     with store.latest() as restored:
         if restored is not None:
@@ -98,7 +110,6 @@ def run_stage(rank: RankInfo, job: StageJob, store: ResumeStore) -> None:
             _say(rank, f"resumed from the checkpoint at step {progress.global_step} (epoch {progress.epoch})")
     if progress.done:
         return
-    train = stage.batches(job.data_dir, stage.train_splits, training=True)
     every = job.config.distributed.checkpoint_every_steps
     started = time.perf_counter() - progress.seconds
 
@@ -121,6 +132,9 @@ def run_stage(rank: RankInfo, job: StageJob, store: ResumeStore) -> None:
             progress.batch_in_epoch += 1
             progress.global_step += 1
             last_step = progress.batch_in_epoch == len(train) or progress.global_step == settings.max_steps
+            if settings.eval_every_steps and progress.global_step % settings.eval_every_steps == 0 and not last_step \
+                    and not stage.selects_on_valid:
+                _probe(stage, model, job, progress, rank)
             if every and progress.global_step % every == 0 and not last_step:  # the epoch's end saves one anyway
                 progress.epoch_losses += global_step_losses(pending, rank)
                 pending.clear()
@@ -140,7 +154,7 @@ def run_stage(rank: RankInfo, job: StageJob, store: ResumeStore) -> None:
             if rank.is_main:
                 run.write_metrics(payload)
         save_resume_point({"epoch": summary["epoch"], "loss": summary["loss"],
-                           **({"valid_auc": summary["valid"]["auc"]} if "valid" in summary else {})})
+                           **{f"valid_{k}": v for k, v in summary.get("valid", {}).items()}})
 
 
 def _end_epoch(stage: Stage, model: Engine, job: StageJob, progress: Progress) -> dict:
@@ -150,25 +164,46 @@ def _end_epoch(stage: Stage, model: Engine, job: StageJob, progress: Progress) -
     losses = progress.epoch_losses
     summary = {"epoch": progress.epoch, "steps": len(losses), "loss": sum(losses) / max(1, len(losses)),
                "step_losses": losses}
-    improved = True
-    if stage.selects_on_valid:
-        model.eval()
-        summary["valid"] = stage.evaluate(model, stage.batches(job.data_dir, "valid", training=False))
-        improved = progress.best_valid is None or summary["valid"]["auc"] > progress.best_valid["auc"]
+    model.eval()
+    valid = stage.validate(model, job.data_dir)
+    if valid is not None:
+        summary["valid"] = valid
+    improved = not stage.selects_on_valid or progress.best_valid is None or valid["auc"] > progress.best_valid["auc"]
     if improved:
-        progress.best_epoch, progress.best_valid = progress.epoch, summary.get("valid")
+        progress.best_epoch, progress.best_valid = progress.epoch, valid
         _save_model(stage, model, job, progress.epoch)
         if stage.selects_on_valid:
-            progress.best_test = stage.evaluate(model, stage.batches(job.data_dir, "test", training=False))
+            progress.best_test, probabilities = stage.test(model, job.data_dir)
+            if stage.rank.is_main:
+                RunDir(job.out_dir).write_predictions(probabilities)
     elif progress.epoch - progress.best_epoch >= stage.settings.patience:
         progress.done = True
     return summary
 
 
+def _probe(stage: Stage, model: Engine, job: StageJob, progress: Progress, rank: RankInfo) -> None:
+    """A mid-epoch evaluation (settings.eval_every_steps), logged and kept in the history."""
+    model.eval()
+    probe = {"step": progress.global_step, **stage.validate(model, job.data_dir)}
+    model.train()
+    progress.probes.append(probe)
+    _say(rank, f"{stage.name} step {probe['step']}: {_metrics_text(probe)}")
+
+
+def _metrics_text(metrics: dict) -> str:
+    if "auc" in metrics:
+        return f"AUC {metrics['auc']:.4f}, LogLoss {metrics['logloss']:.4f}"
+    if "mlm_value_gap" in metrics:
+        own, shuffled, none = (metrics[f"mlm_value_ce_{k}"] for k in ("own", "shuffled", "none"))
+        return (f"masked-value CE {own:.3f} own / {shuffled:.3f} shuffled / {none:.3f} no prompts "
+                f"(gap {metrics['mlm_value_gap']:+.3f}), template CE {metrics['mlm_template_ce_own']:.3f}")
+    return ""
+
+
 def _epoch_line(stage: Stage, summary: dict) -> str:
     line = f"{stage.name} epoch {summary['epoch']}: {summary['steps']} steps, loss {summary['loss']:.4f}"
     if "valid" in summary:
-        line += f", valid AUC {summary['valid']['auc']:.4f}, LogLoss {summary['valid']['logloss']:.4f}"
+        line += f"; valid: {_metrics_text(summary['valid'])}"
     return line
 
 
@@ -192,7 +227,7 @@ def result(stage: Stage, model: Engine, progress: Progress, job: StageJob, rank:
         "stage": stage.name, "dataset": stage.meta.dataset, "model": f"{stage.architecture}+{job.config.ctr.model}",
         "steps": progress.global_step, "rows_seen": progress.global_step * stage.settings.global_batch_size,
         "best_epoch": progress.best_epoch, "valid": progress.best_valid, "test": progress.best_test,
-        "history": progress.history, "train_seconds": progress.seconds, "resumed_at": progress.resumed_at,
+        "history": progress.history, "probes": progress.probes, "train_seconds": progress.seconds, "resumed_at": progress.resumed_at,
         "world_size": rank.world_size, **model.describe(), "model_info": stage.summary(model),
         "init_from": str(job.init_from) if job.init_from else None, "config": job.config.to_dict(),
     }

@@ -7,8 +7,10 @@ import json
 import statistics
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from scipy import stats
+from sklearn.metrics import roc_auc_score
 
 from cp_dist.config import load_config
 from cp_dist.errors import UserError
@@ -32,15 +34,29 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
     assert not (tmp_path / "seed0" / "pamlm-no-prompts").exists()
 
     base_auc = rows["ctr"]["test_auc"]
+    labels = pq.read_table(base / "data" / "test.parquet")["label"].to_numpy()
     for name, row in rows.items():
-        assert all(0 < auc < 1 for auc in row["test_auc"])
+        # The table's figures are the runs' own: their metrics.json, and their test predictions.
+        runs = [tmp_path / f"seed{seed}" / name for seed in (0, 1)]
+        metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
+        assert row["test_auc"] == [m["test"]["auc"] for m in metrics]
+        assert row["test_logloss"] == [m["test"]["logloss"] for m in metrics]
+        predictions = [pq.read_table(run / "test_predictions.parquet")["probability"].to_numpy() for run in runs]
+        assert row["test_auc"] == pytest.approx([roc_auc_score(labels, p) for p in predictions], abs=1e-6)
         assert row["test_auc_mean"] == pytest.approx(statistics.mean(row["test_auc"]))
         expected = [(a - b) / b for a, b in zip(row["test_auc"], base_auc)]
         assert row["relative_auc_change"] == pytest.approx(expected)
         if name != "ctr":
             assert row["p_value"] == pytest.approx(stats.ttest_rel(row["test_auc"], base_auc).pvalue, nan_ok=True)
-    assert all(0 < w < 1 for w in rows["clickprompt"]["fusion_weight"])
-    assert rows["ctr"]["fusion_weight"] == [None, None]
+            assert row["delong"]["auc_difference"] == pytest.approx(statistics.mean(row["test_auc"]) - statistics.mean(base_auc))
+        assert sum(cell["rows"] for cell in row["long_tail"]) == len(labels)
+    assert all(w != 0.5 for w in rows["clickprompt"]["fusion_weight"]), "the fusion weight trains"
+    assert rows["ctr"]["fusion_weight"] == [None, None] and rows["ctr"]["mlm_value_gap"] == [None, None]
+    gaps = [json.loads((tmp_path / f"seed{seed}" / "pamlm" / "metrics.json").read_text())["valid"]["mlm_value_gap"]
+            for seed in (0, 1)]
+    assert rows["clickprompt"]["mlm_value_gap"] == gaps == rows["clickprompt-no-plm"]["mlm_value_gap"]
+    towers = [json.loads((tmp_path / f"seed{seed}" / "clickprompt" / "metrics.json").read_text())["test"] for seed in (0, 1)]
+    assert rows["clickprompt"]["auc_plm_shuffled"] == [t["auc_plm_shuffled"] for t in towers]
     table = (tmp_path / "comparison.md").read_text()
     assert all(f"| {name} |" in table for name in VARIANTS)
 

@@ -135,7 +135,8 @@ def test_bundled_minilm_gets_a_fresh_head_tied_to_its_word_embeddings() -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_every_backbone_prompts_both_families(backbone: str, family: str) -> None:
-    """PA-MLM loss and the fused click logit, forward and backward, for each registered backbone."""
+    """For each registered backbone: the PA-MLM loss alone reaches the tables through the prompts
+    (and differs between own and shuffled prompts), and the fused click logit trains the rest."""
     torch.manual_seed(0)
     fields = [FieldMeta(f"f{k}", f"F{k}", "user", 12, 0) for k in range(4)]
     ctr = CTRModel(fields, CTRConfig(model=backbone, embedding_dim=8, mlp=[16], cross_layers=1, cin_layers=[4],
@@ -147,10 +148,15 @@ def test_every_backbone_prompts_both_families(backbone: str, family: str) -> Non
     labels = torch.full_like(tokens, -100)
     labels[:, 2] = tokens[:, 2]
     mlm = model(ids, tokens, mask, mlm_labels=labels)
-    click = model(ids, tokens, mask)
-    (mlm + click.sum()).backward()
-    assert torch.isfinite(mlm) and click.shape == (3,)
-    assert ctr.embedding.ebc.embedding_bags["f0"].weight.grad.abs().sum() > 0
+    mlm.backward()
+    assert ctr.embedding.ebc.embedding_bags["f0"].weight.grad.abs().sum() > 0, "the MLM loss alone reaches the tables"
+    assert model.ctr.head.weight.grad is None and model.plm_head[0].weight.grad is None
+    with torch.no_grad():
+        assert model(ids, tokens, mask, mlm_labels=labels, prompts_from="shuffled") != mlm, "the prompts depend on the row"
+    model.zero_grad()
+    model(ids, tokens, mask).sum().backward()
+    assert model.fusion_logit.grad.abs() > 0 and model.ctr.head.weight.grad.abs().sum() > 0
+    assert model.plm_head[0].weight.grad.abs().sum() > 0
 
 
 def test_keeping_the_first_layers(tmp_path) -> None:

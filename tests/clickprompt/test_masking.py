@@ -1,10 +1,13 @@
-"""PA-MLM masking statistics with the real MiniLM tokenizer."""
+"""PA-MLM masking statistics with the real MiniLM tokenizer: single tokens, and whole field values."""
 
 from __future__ import annotations
 
+import pyarrow as pa
 import torch
 
 from cp_dist.clickprompt.masking import TokenMasker
+from cp_dist.data.meta import FieldMeta
+from cp_dist.data.text import render_text, token_fields, value_spans
 from cp_dist.pretrained import load_tokenizer
 
 
@@ -48,3 +51,42 @@ def test_a_slice_is_masked_as_in_the_whole_batch() -> None:
         width = part.shape[1]
         assert torch.equal(part_labels, labels[first : first + 4, :width])
         assert torch.equal(part_masked, masked[first : first + 4, :width])
+
+
+
+def _three_fields(rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and token_fields (as `cp-dist data tokenize` writes them) of rows with three fields."""
+    fields = [FieldMeta("user", "User ID", "user", 10, 0), FieldMeta("title", "Title", "item", 10, 10),
+              FieldMeta("genre", "Film genre", "item", 10, 20)]
+    table = pa.table({"user_text": [str(k) for k in range(rows)],
+                      "title_text": [["Wag the Dog", "Toy Story", "Heat"][k % 3] for k in range(rows)],
+                      "genre_text": [["Comedy", "Science Fiction"][k % 2] for k in range(rows)]})
+    tokenizer = load_tokenizer("minilm")
+    encoding = tokenizer(render_text(table, fields).to_pylist(), return_offsets_mapping=True, return_special_tokens_mask=True)
+    owners = token_fields(encoding, *value_spans(table, fields))
+    ids = tokenizer.pad({"input_ids": encoding["input_ids"]}, return_tensors="pt")["input_ids"]
+    padded = torch.full(ids.shape, -1, dtype=torch.long)
+    for row, values in enumerate(owners):
+        padded[row, : len(values)] = torch.from_numpy(values.astype("int64"))
+    return ids, padded
+
+
+def test_whole_field_values_are_masked_together() -> None:
+    tokenizer = load_tokenizer("minilm")
+    ids, owners = _three_fields(3000)
+    masker = TokenMasker(tokenizer, seed=0, probability=0.2, width=ids.shape[1], unit="fields", num_fields=3)
+    masked, labels = masker(ids, step=0, token_fields=owners)
+    selected = labels != -100
+    assert not (selected & (owners == -1)).any(), "only value tokens are selected"
+    per_field = torch.stack([(selected & (owners == k)).any(1) for k in range(3)], 1)
+    for k in range(3):  # a selected field is selected whole: every one of its tokens
+        whole = (selected | (owners != k)).all(1)
+        assert whole[per_field[:, k]].all()
+    assert per_field.any(1).all(), "every row has a value to recover"
+    rate = per_field.float().mean(0)
+    expected = 0.2 + 0.8**3 / 3  # drawn below 0.2, or the lowest draw of a row where none was
+    assert (abs(rate - expected) < 0.02).all(), (rate, expected)
+    kept = (masked[selected] == ids[selected]).float().mean()
+    assert abs((masked[selected] == tokenizer.mask_token_id).float().mean() - 0.8) < 0.02 and abs(kept - 0.1) < 0.02
+    part_masked, part_labels = masker(ids[1000:1500], step=0, first_row=1000, global_rows=3000, token_fields=owners[1000:1500])
+    assert torch.equal(part_labels, labels[1000:1500]) and torch.equal(part_masked, masked[1000:1500])

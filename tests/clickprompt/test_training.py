@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors import safe_open
@@ -37,10 +38,13 @@ def test_pretrain_then_both_finetunings(setup, tmp_path: Path) -> None:
     train_valid = meta.splits["train"]["rows"] + meta.splits["valid"]["rows"]
     assert summary["steps"] == train_valid // 128, "one epoch over train + valid, never test"
     assert np.isfinite(summary["history"][0]["loss"]) and summary["model_info"]["plm_fresh_mlm_head"] is False
-    assert summary["valid"] is None and summary["test"] is None and summary["best_epoch"] == 0
+    assert "mlm_value_gap" in summary["valid"] and summary["test"] is None and summary["best_epoch"] == 0
 
     with_plm = run("with_plm", base / "data", tmp_path / "with", config, start=tmp_path / "pre")
-    assert 0 < with_plm["model_info"]["fusion_weight"] < 1 and 0 < with_plm["test"]["auc"] < 1
+    assert with_plm["model_info"]["fusion_weight"] != 0.5, "the fusion weight trains"
+    predictions = pq.read_table(tmp_path / "with" / "test_predictions.parquet")["probability"].to_numpy()
+    labels = pq.read_table(base / "data" / "test.parquet")["label"].to_numpy()
+    assert with_plm["test"]["auc"] == pytest.approx(roc_auc_score(labels, predictions), abs=1e-6)
 
     without = run("without_plm", base / "data", tmp_path / "without", config, start=tmp_path / "pre")
     # The served model is exactly the plain backbone: same parameters, and a plain CTRModel
@@ -48,10 +52,12 @@ def test_pretrain_then_both_finetunings(setup, tmp_path: Path) -> None:
     plain = CTRModel(meta.fields, config.ctr)
     load_model(plain, tmp_path / "without" / "checkpoint")
     plain.eval()
-    raw_names = {n for n, _ in CTRModel(meta.fields, config.ctr).named_parameters()}
-    assert {n for n, _ in plain.named_parameters()} == raw_names
+    index = json.loads((tmp_path / "without" / "checkpoint" / "checkpoint.json").read_text())
+    dense = _tensors(tmp_path / "without" / "checkpoint" / "dense.safetensors", "")
+    assert set(dense) | set(index["tables"]) == set(plain.state_dict()), "exactly the backbone's parameters, nothing of the PLM"
+    assert index["architecture"] == "ctr" and sum(p.numel() for p in plain.parameters()) == sum(
+        v.size for v in dense.values()) + sum(rows * cols for rows, cols in index["tables"].values())
     scores = predict(lambda b: plain(b.ids), SplitLoader(base / "data", "test", global_batch_size=4096))
-    labels = np.concatenate([b.labels.numpy() for b in SplitLoader(base / "data", "test", global_batch_size=4096)])
     assert abs(roc_auc_score(labels, scores) - without["test"]["auc"]) < 1e-5
 
     # `cp-dist evaluate` rebuilds both finetuned runs from their checkpoints alone.
@@ -59,6 +65,18 @@ def test_pretrain_then_both_finetunings(setup, tmp_path: Path) -> None:
         assert main(["evaluate", "--run", str(directory), "--data", str(base / "data")]) == 0
         assert abs(json.loads((directory / "eval_test.json").read_text())["auc"] - metrics["test"]["auc"]) < 1e-5
     assert main(["evaluate", "--run", str(tmp_path / "pre"), "--data", str(base / "data")]) == 2, "PA-MLM has no click head"
+
+    # `cp-dist diagnose` rebuilds the runs alone and finds what training measured on the same rows.
+    assert main(["diagnose", str(tmp_path / "pre"), "--data", str(base / "data"), "--rows", str(config.pamlm.diagnose_rows)]) == 0
+    diagnosis = json.loads((tmp_path / "pre" / "diagnose.json").read_text())
+    assert diagnosis["mlm_value_gap"] == pytest.approx(summary["valid"]["mlm_value_gap"], abs=1e-4)
+    assert diagnosis["mlm_value_ce_own"] == pytest.approx(summary["valid"]["mlm_value_ce_own"], rel=1e-4)
+    assert main(["diagnose", str(tmp_path / "with"), "--data", str(base / "data")]) == 0
+    towers = json.loads((tmp_path / "with" / "diagnose.json").read_text())
+    for key in ("auc_fused", "auc_ctr", "auc_plm", "auc_plm_shuffled"):
+        assert towers[key] == pytest.approx(with_plm["test"][key], abs=1e-5)
+    assert towers["auc_fused"] == pytest.approx(with_plm["test"]["auc"], abs=1e-5)
+    assert main(["diagnose", str(tmp_path / "without"), "--data", str(base / "data")]) == 2, "no prompts to diagnose"
 
 
 def test_without_plm_starts_from_the_pretrained_ctr_model(setup, tmp_path: Path) -> None:

@@ -97,7 +97,12 @@ def test_fetching_a_licensed_dataset(tmp_path: Path) -> None:
         fetch_raw("goodreads", tmp_path)
 
 
-@pytest.mark.parametrize("options", [PrepareOptions(ratios=(0.5, 0.5, 0.5)), PrepareOptions(min_count=0)])
-def test_bad_options(options: PrepareOptions, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="expected"):
+@pytest.mark.parametrize("options, message", [
+    (PrepareOptions(ratios=(0.5, 0.5, 0.5)), r"--ratios \(0.5, 0.5, 0.5\): expected three positive fractions that sum to 1"),
+    (PrepareOptions(min_count=0), "--min-count 0: expected an integer >= 1"),
+    (PrepareOptions(split="weekly"), "--split 'weekly': expected 'time' or 'random'"),
+])
+def test_bad_options(options: PrepareOptions, message: str, tmp_path: Path) -> None:
+    """Options are checked before the raw directory (empty here) is read."""
+    with pytest.raises(UserError, match=message):
         prepare("ml-1m", tmp_path, tmp_path / "out", options)

@@ -44,6 +44,19 @@ def test_tokenize_adds_token_ids_that_the_loader_serves(ml100k_prepared: Path, t
         assert (batch.input_ids[row, lengths[row] :] == tokenizer.pad_token_id).all()
     assert batch.input_ids.dtype == torch.int64
 
-    tokenize_splits(data, "minilm", max_length=16)  # re-tokenizing replaces the column
+    # token_fields: each token of a field's value carries the field's index, every other token -1.
+    first = table.slice(0, 1).to_pylist()[0]
+    tokens, fields = first["input_ids"], first["token_fields"]
+    assert len(fields) == len(tokens) and fields[0] == fields[-1] == -1, "[CLS] and [SEP] are template"
+    for k, f in enumerate(meta.fields):
+        value = [t for t, field in zip(tokens, fields) if field == k]
+        assert tokenizer.decode(value) == tokenizer.decode(tokenizer(first[f.text_column], add_special_tokens=False)["input_ids"])
+    template = tokenizer.decode([t for t, field in zip(tokens, fields) if field == -1], skip_special_tokens=True)
+    assert template.split() == tokenizer.decode(tokenizer(" ".join(f"{f.title} is ." for f in meta.fields))["input_ids"],
+                                                 skip_special_tokens=True).split()
+    assert torch.equal(batch.token_fields[0, : lengths[0]], torch.tensor(fields))
+    assert (batch.token_fields[1:][batch.attention_mask[1:] == 0] == -1).all()
+
+    tokenize_splits(data, "minilm", max_length=16)  # re-tokenizing replaces the columns
     assert max(len(ids) for ids in pq.read_table(data / "test.parquet")["input_ids"].to_pylist()) <= 16
     assert not [p for p in data.iterdir() if p.name.startswith(".")]

@@ -83,7 +83,7 @@ def test_finetune_job_starts_from_the_pamlm_model(jobs: dict) -> None:
     assert jobs["codes"][2] == 0, _log(jobs, 2)[-5000:]
     metrics = json.loads((jobs["work"] / "finetune" / "metrics.json").read_text())
     assert metrics["stage"] == "with_plm" and metrics["world_size"] == 2
-    assert 0 < metrics["test"]["auc"] < 1 and 0 < metrics["model_info"]["fusion_weight"] < 1
+    assert metrics["model_info"]["fusion_weight"] != 0.5, "the fusion weight trains"
     assert metrics["best_epoch"] in (0, 1) and len(metrics["history"]) >= 1
     # checkpoint/ is the best epoch's model: rebuilt from it alone, it scores what the job reported.
     assert main(["evaluate", "--run", str(jobs["work"] / "finetune"), "--data", str(jobs["work"] / "data"), "--split", "valid"]) == 0

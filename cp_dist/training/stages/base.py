@@ -4,10 +4,13 @@ its loss and evaluation, and what it takes from a start checkpoint. The loop
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,11 +18,11 @@ from cp_dist.config import Config, StageConfig
 from cp_dist.ctr.backbones import BACKBONES
 from cp_dist.data.loader import Batch, BatchSource, SplitLoader
 from cp_dist.data.meta import DatasetMeta
-from cp_dist.distributed.engines import Engine, Start
+from cp_dist.distributed.engines import Engine, Schedule, Start
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.errors import UserError
 from cp_dist.models import ARCHITECTURES
-from cp_dist.training.evaluate import evaluate
+from cp_dist.training.evaluate import click_metrics, evaluate, predict, split_labels
 
 #: Parameters never weight-decayed: biases, norms, the fusion weight.
 NO_DECAY = ("bias", "LayerNorm.weight", "fusion_logit")
@@ -71,6 +74,33 @@ class Stage:
     def start_from(self, checkpoint: Path | None) -> Start | None:
         return None if checkpoint is None else Start(checkpoint, self.start_prefix, self.fresh)
 
+    def lr_schedule(self, total_steps: int) -> Schedule:
+        """Linear warm-up over settings.warmup_ratio of the run's steps, then constant, linear decay
+        to 0 or cosine decay to 0 (settings.schedule), as a factor on every dense learning rate."""
+        settings = self.settings
+        if settings.schedule == "constant" and settings.warmup_ratio == 0:
+            return None
+        warmup = math.ceil(settings.warmup_ratio * total_steps)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return {"constant": 1.0, "linear": 1 - progress, "cosine": 0.5 * (1 + math.cos(math.pi * progress))}[settings.schedule]
+
+        return factor
+
+    def training_batch(self, batch: Batch, step: int) -> Batch:
+        """The batch as training reads it: each id replaced by the OOV index 0 with probability
+        train.oov_rate, drawn per (seed, step, global row, field), so that any world size draws alike."""
+        rate = self.config.train.oov_rate
+        if rate == 0:
+            return batch
+        rows, rank = len(batch), self.rank
+        generator = torch.Generator().manual_seed((self.config.train.seed * 1_000_003 + step) * 2 + 1)
+        draws = torch.rand(rows * rank.world_size, batch.ids.shape[1], generator=generator)[rank.rank * rows : (rank.rank + 1) * rows]
+        return dataclasses.replace(batch, ids=torch.where(draws < rate, 0, batch.ids))
+
     def learning_rate(self, name: str) -> float:
         """The AdamW learning rate of a dense parameter (tables have their own: settings.embedding_lr)."""
         return self.settings.dense_lr
@@ -100,7 +130,19 @@ class Stage:
         raise NotImplementedError
 
     def evaluate(self, model: Engine, batches: BatchSource) -> dict[str, float]:
+        """AUC and LogLoss of the click logits."""
         return evaluate(lambda b: self.logits(model, b), batches, self.rank.device)
+
+    def validate(self, model: Engine, data_dir: Path) -> dict[str, float] | None:
+        """After each epoch (and every settings.eval_every_steps, for stages that do not select):
+        what the loop logs, and for stages that select, the "auc" it selects on. None: nothing."""
+        return self.evaluate(model, self.batches(data_dir, "valid", training=False)) if self.selects_on_valid else None
+
+    def test(self, model: Engine, data_dir: Path) -> tuple[dict[str, float], np.ndarray]:
+        """The selected model on the test split: AUC and LogLoss, and every row's click probability
+        in the split's order (per-row significance tests and long-tail tables read them)."""
+        probabilities = predict(lambda b: self.logits(model, b), self.batches(data_dir, "test", training=False))
+        return click_metrics(split_labels(data_dir, "test"), probabilities), probabilities
 
     def summary(self, model: Engine) -> dict:
         """Facts about the trained model for metrics.json (collective: every rank calls it)."""

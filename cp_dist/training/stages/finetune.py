@@ -3,13 +3,18 @@ PA-MLM), fresh heads, the fused click logit a * y_ctr + (1 - a) * y_plm."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cp_dist.clickprompt.diagnostics import tower_diagnostics, tower_logits
 from cp_dist.clickprompt.model import FINETUNE_HEADS, prepare_for_finetuning
 from cp_dist.data.loader import Batch
 from cp_dist.distributed.engines import Engine
+from cp_dist.training.evaluate import click_metrics, predict, split_labels
 from cp_dist.training.stages.clickprompt import ClickPromptStage
 
 
@@ -30,6 +35,21 @@ class FinetuneWithPLM(ClickPromptStage):
 
     def loss(self, model: Engine, batch: Batch, step: int) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(self.logits(model, batch), batch.labels.to(self.rank.device))
+
+    def test(self, model: Engine, data_dir: Path) -> tuple[dict[str, float], np.ndarray]:
+        """As every stage's, and what each tower scores alone, and the PLM tower with shuffled prompts
+        (cp_dist.clickprompt.diagnostics): two passes over the test split."""
+        towers = {}
+        for prompts_from in ("own", "shuffled"):
+            batches = self.batches(data_dir, "test", training=False)
+            towers[prompts_from] = predict(lambda b, source=prompts_from: self.towers(model, b, source), batches)
+        labels = split_labels(data_dir, "test")
+        metrics = click_metrics(labels, towers["own"][:, 0])
+        return metrics | tower_diagnostics(labels, towers["own"], towers["shuffled"]), towers["own"][:, 0]
+
+    def towers(self, model: Engine, batch: Batch, prompts_from: str) -> torch.Tensor:
+        with self.autocast():
+            return tower_logits(model, batch.to(self.rank.device), prompts_from)
 
     def summary(self, model: Engine) -> dict:
         fusion = model.module.fusion_logit
