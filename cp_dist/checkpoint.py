@@ -121,13 +121,14 @@ def read_index(directory: Path) -> dict:
 
 @torch.no_grad()
 def load_model(model: nn.Module, directory: Path, *, source_prefix: str = "", keep: tuple[str, ...] = (),
-               table_prefix: str = "", dense: nn.Module | None = None) -> dict:
+               table_prefix: str = "", dense: nn.Module | None = None, tables: bool = True) -> dict:
     """Loads a checkpoint into a model of any sharding or world size; returns its index.
 
     source_prefix: where the model sits inside the saved one (e.g. "ctr." to take the CTR model
     out of a PA-MLM checkpoint). keep: prefixes of parameters that stay as they are (fresh heads);
     every other parameter must be in the checkpoint. table_prefix and dense: as in save_model, the
-    tables in `model` and the dense weights in `dense` (not yet partitioned by ZeRO).
+    tables in `model` and the dense weights in `dense` (not yet partitioned by ZeRO). tables=False
+    leaves the embedding tables as they are.
     Nothing is written into the model before the whole checkpoint has been checked.
     """
     index = read_index(directory)
@@ -140,7 +141,7 @@ def load_model(model: nn.Module, directory: Path, *, source_prefix: str = "", ke
                 table, _, offsets = key.rpartition("@")
                 row, col = map(int, offsets.split(","))
                 saved.setdefault(table, []).append((key, row, col, directory / name))
-    blocks = list(table_blocks(model, table_prefix))
+    blocks = list(table_blocks(model, table_prefix)) if tables else []
     state = (dense if dense is not None else model).state_dict()
     with safe_open(str(directory / DENSE_FILE), framework="pt") as handle:
         aliases = index.get("aliases", {})

@@ -65,6 +65,7 @@ class StageConfig:
     warmup_ratio: float = 0.0
     schedule: str = choice("constant", ("constant", "linear", "cosine"))  # linear / cosine: decay to 0 at the end
     eval_every_steps: int = 0  # stages that evaluate without selecting (PA-MLM): also every N steps
+    start_tables: bool = True  # stages that start from a checkpoint: take its embedding tables too (False: fresh)
 
 
 @dataclass

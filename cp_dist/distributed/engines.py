@@ -51,6 +51,7 @@ class Start:
     checkpoint: Path
     source_prefix: str = ""  # where the model sits inside the saved one, e.g. "ctr."
     keep: tuple[str, ...] = ()  # parameters that start fresh instead (heads the saved model lacks)
+    tables: bool = True  # False: the embedding tables start fresh too
 
 
 class Engine(Protocol):
@@ -96,7 +97,7 @@ def build_plain(model: nn.Module, config: Config, rank: RankInfo, settings: Stag
     sharded = shard(model, config.distributed.sharding, rank)
     initialize_tables(sharded, config.train.seed, config.train.embedding_init_std)
     if start is not None:
-        load_model(sharded, start.checkpoint, source_prefix=start.source_prefix, keep=start.keep)
+        load_model(sharded, start.checkpoint, source_prefix=start.source_prefix, keep=start.keep, tables=start.tables)
     trainable = (item for item in in_backward_optimizer_filter(sharded.named_parameters()) if item[1].requires_grad)
     optimizer = torch.optim.AdamW(parameter_groups(trainable))
     return PlainEngine(sharded, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) if schedule else None)

@@ -178,7 +178,7 @@ def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, settings: Sta
     model.to(rank.device)
     if start is not None:
         load_model(sharded, start.checkpoint, source_prefix=start.source_prefix, keep=start.keep, table_prefix=prefix,
-                   dense=model)
+                   dense=model, tables=start.tables)
     optimizer = torch.optim.AdamW(parameter_groups((n, p) for n, p in model.named_parameters() if p.requires_grad))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) if schedule else None  # stepped by DeepSpeed
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, dist_init_required=False,

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch.distributed as dist
 
+from cp_dist.errors import UserError
 from cp_dist.io import atomic_file, digests, replace_dir, verify_digests
 
 MANIFEST = "manifest-rank{rank:05d}.json"
@@ -53,6 +54,9 @@ class LocalResumeStore:
             yield None
             return
         directory = self.root / pointer.read_text().strip()
+        if not directory.is_dir():
+            raise UserError(f"{pointer}: names {directory.name}, which is not there; remove {self.root} to start the run "
+                            "over, or restore the resume point")
         verify_resume_point(directory)
         yield directory
 

@@ -138,6 +138,15 @@ def test_without_plm_starts_from_the_pamlm_tables_and_backbone(setup, tmp_path: 
             torch.testing.assert_close(value, saved[f"ctr.{key}"], rtol=0, atol=0)
     assert any("embedding_bags" in k for k in started) and any(k.startswith("backbone.") for k in started)
 
+    # train.start_tables=false: the backbone from PA-MLM, the tables as a fresh run draws them.
+    _, fresh = _groups(setup, "without_plm", ["train.start_tables=false"], start=tmp_path / "pre" / "checkpoint")
+    _, scratch = _groups(setup, "ctr", [])
+    for key, value in fresh.model.state_dict().items():
+        if "embedding_bags" in key:
+            torch.testing.assert_close(value.local_shards()[0].tensor, scratch.model.state_dict()[key].local_shards()[0].tensor)
+        elif key.startswith("backbone."):
+            torch.testing.assert_close(value, saved[f"ctr.{key}"], rtol=0, atol=0)
+
 
 @pytest.mark.parametrize("stage", ["pamlm", "with_plm"])
 def test_dense_layers_start_xavier_with_zero_biases(setup, stage: str) -> None:

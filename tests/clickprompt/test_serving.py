@@ -3,6 +3,7 @@ the two kinds of bad input (unknown values, missing fields)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,28 @@ def test_missing_field_and_non_scalar_value_are_named(runs) -> None:
     rows[2][field] = [rows[2][field]]
     with pytest.raises(UserError, match=f"candidate 2, field '{field}': a list value; expected one value"):
         scorer.score(rows)
+
+
+def test_odd_values_and_requests(runs) -> None:
+    """None and NaN are values never seen in training (OOV); an empty request scores nothing; fields
+    the model does not read are ignored; a dict is named as the wrong kind of value."""
+    scorer = Scorer.from_run(runs["ctr"], runs["data"])
+    rows = _candidates(runs["data"], 3)
+    field = scorer.vocabularies.fields[1].name
+    odd = [{**rows[0], field: None}, {**rows[1], field: float("nan")}, {**rows[2], "not_a_field": "x"}]
+    ids = scorer.vocabularies.encode(odd)
+    assert ids[0, 1] == ids[1, 1] == 0 and (ids[2] == scorer.vocabularies.encode(rows[2:])[0]).all()
+    assert scorer.score([]).shape == (0,)
+    with pytest.raises(UserError, match=f"candidate 0, field '{field}': a dict value; expected one value"):
+        scorer.score([{**rows[0], field: {"a": 1}}])
+
+
+def test_runs_that_cannot_serve_are_named(runs, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="checkpoint.json: not found; expected a checkpoint written by cp_dist"):
+        Scorer.from_run(tmp_path, runs["data"])
+    untokenized = tmp_path / "data"
+    shutil.copytree(runs["data"], untokenized)
+    meta = DatasetMeta.load(untokenized)
+    DatasetMeta(**{**meta.__dict__, "tokenizer": None}).save(untokenized)
+    with pytest.raises(UserError, match="a with-PLM run needs the tokenizer the data was tokenized with"):
+        Scorer.from_run(runs["plm"], untokenized)

@@ -32,7 +32,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sharding", ["table_wise", "row_wise"])
+@pytest.mark.parametrize("sharding", ["table_wise", "row_wise", "column_wise"])
 def test_sharded_training_matches_single_process(sharding: str, data: Path, tmp_path: Path) -> None:
     single = train(StageJob("ctr", data, tmp_path / "single", load_config("ml-1m", SETTINGS)))
     two_ranks = load_config("ml-1m", [*SETTINGS, "distributed.nproc=2", f"distributed.sharding={sharding}"])

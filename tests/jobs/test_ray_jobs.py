@@ -28,6 +28,11 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm"],
         ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-killed", "--fail-at-step", "5"],
         ["python", "jobs/finetune_goodreads.py", *common, "--name", "finetune"],
+        # killed before its first checkpoint: Ray restarts it from the beginning (the smoke preset allows one restart)
+        ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-early", "--fail-at-step", "0"],
+        # killed with no restart allowed: the job fails, and says so
+        ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-fatal", "--fail-at-step", "3",
+         "--set", "distributed.max_failures=0"],
     ], work / "logs")
     return {"work": work / "work", "storage": work / "storage", "logs": work / "logs", "codes": codes}
 
@@ -89,3 +94,18 @@ def test_finetune_job_starts_from_the_pamlm_model(jobs: dict) -> None:
     assert main(["evaluate", "--run", str(jobs["work"] / "finetune"), "--data", str(jobs["work"] / "data"), "--split", "valid"]) == 0
     valid = json.loads((jobs["work"] / "finetune" / "eval_valid.json").read_text())
     assert abs(valid["auc"] - metrics["valid"]["auc"]) < 1e-5
+
+
+def test_a_worker_killed_before_the_first_checkpoint_starts_over(jobs: dict) -> None:
+    assert jobs["codes"][3] == 0, _log(jobs, 3)[-5000:]
+    early = json.loads((jobs["work"] / "pamlm-early" / "metrics.json").read_text())
+    clean = json.loads((jobs["work"] / "pamlm" / "metrics.json").read_text())
+    assert early["resumed_at"] == [] and "resumed from" not in _log(jobs, 3)
+    assert early["history"][0]["step_losses"] == pytest.approx(clean["history"][0]["step_losses"], abs=TOLERANCE)
+
+
+def test_more_failures_than_allowed_fail_the_job(jobs: dict) -> None:
+    assert jobs["codes"][4] != 0
+    log = _log(jobs, 4)
+    assert "SIGKILL" in log or "died" in log or "exited" in log, log[-3000:]
+    assert not (jobs["work"] / "pamlm-fatal" / "metrics.json").exists()

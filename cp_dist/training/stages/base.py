@@ -72,7 +72,7 @@ class Stage:
         return ARCHITECTURES[self.architecture](self.meta.fields, self.config, "meta", self.rank.table_device)
 
     def start_from(self, checkpoint: Path | None) -> Start | None:
-        return None if checkpoint is None else Start(checkpoint, self.start_prefix, self.fresh)
+        return None if checkpoint is None else Start(checkpoint, self.start_prefix, self.fresh, self.settings.start_tables)
 
     def lr_schedule(self, total_steps: int) -> Schedule:
         """Linear warm-up over settings.warmup_ratio of the run's steps, then constant, linear decay
