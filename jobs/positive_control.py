@@ -6,9 +6,11 @@ the PLM must beat its CTR backbone. If it does not, look for a bug before anythi
 
 `cp-dist data synth` writes Amazon-Toys-format files from a latent world in which three title words
 each carry a valence (good, bad, neutral) that moves the click probability. Items follow a Zipf
-popularity, so most items are seen a few times in training and many first appear in the test
-period: their ids (and their titles, which are categorical ids to a CTR model) teach a CTR model
-nothing, while the words of a title are shared across items and read by the PLM. The comparison
+popularity over a catalogue of one item per 1.5 lines, so most items are seen once or twice in training
+and 17% of test rows show an item never seen in training: their ids (and their titles, which are
+categorical ids to a CTR model) teach a CTR model little or nothing, while the words of a title are
+shared across items and read by the PLM. On 30,000 lines a logistic regression on one-hot ids scores
+test AUC 0.633, on ids plus title words 0.672: the text's share of the signal that a model can find. The comparison
 (DCNv2, ClickPrompt without and with the PLM) reports test AUC, DeLong's test on the same rows and
 AUC by long-tail user x long-tail item.
 """
@@ -31,6 +33,9 @@ from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=30_000, help="synthetic interaction lines (default: %(default)s)")
+    parser.add_argument(
+        "--rows-per-item", type=float, default=1.5, help="lines per catalogue item: the length of the item tail (default: %(default)s)"
+    )
     parser.add_argument("--preset", default="positive-control")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=MAIN_VARIANTS)
@@ -40,10 +45,10 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_config(args.preset, args.set)
-    work = cache_root() / "positive-control" / f"rows-{args.rows}"
+    work = cache_root() / "positive-control" / f"rows-{args.rows}-per-item-{args.rows_per_item:g}"
     data = work / "prepared"
     if not (data / "meta.json").is_file():
-        synth("amazon-toys", args.rows, work / "raw", overwrite=True)
+        synth("amazon-toys", args.rows, work / "raw", rows_per_item=args.rows_per_item, overwrite=True)
         prepare("amazon-toys", work / "raw", data)
     ensure_tokenized(data, config.prompt.plm, config.prompt.max_length)
     print(f"data: {data} ({DatasetMeta.load(data).splits['train']['rows']:,} training rows)")

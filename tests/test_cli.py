@@ -52,3 +52,15 @@ def test_synth_prepare_stats(tmp_path: Path, capsys) -> None:
 def test_console_script_is_installed() -> None:
     done = subprocess.run([Path(sys.executable).parent / "cp-dist", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "data" in done.stdout
+
+
+def test_rows_per_item_lengthens_the_item_tail(tmp_path: Path, capsys) -> None:
+    """`--rows-per-item` sets the catalogue's size: fewer lines per item, more items seen once or never."""
+    distinct = {}
+    for per_item in ("12", "1.5"):
+        out = tmp_path / per_item
+        assert main(["data", "synth", "--format", "amazon-toys", "--rows", "3000", "--rows-per-item", per_item, "--out", str(out)]) == 0
+        distinct[per_item] = json.loads((out / "synth_truth.json").read_text())["distinct_items"]
+    assert distinct["1.5"] > 3 * distinct["12"], distinct
+    assert main(["data", "synth", "--format", "amazon-toys", "--rows", "3000", "--rows-per-item", "0", "--out", str(tmp_path / "z")]) == 2
+    assert "--rows-per-item 0" in capsys.readouterr().err

@@ -44,7 +44,9 @@ def _data_fetch(args: argparse.Namespace) -> None:
 def _data_synth(args: argparse.Namespace) -> None:
     from cp_dist.data.synth import synth
 
-    truth = synth(args.format, args.rows, args.out, seed=args.seed, overwrite=args.overwrite)
+    truth = synth(
+        args.format, args.rows, args.out, seed=args.seed, rows_per_item=args.rows_per_item, overwrite=args.overwrite
+    )
     print(
         f"wrote {args.rows:,} {args.format} interaction lines to {args.out}: {truth['kept']:,} kept by the label rule, "
         f"{truth['positives']:,} positive, {truth['distinct_users']:,} users, {truth['distinct_items']:,} items"
@@ -111,6 +113,9 @@ def add_commands(commands) -> None:
     p.add_argument("--rows", type=int, required=True, help="interaction lines to write")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rows-per-item", type=float, help="interaction lines per catalogue item (default: the format's); lower = longer tail"
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=_data_synth)
 

@@ -154,17 +154,24 @@ class SynthFormat:
     write: Callable[[Path, World, int, np.random.Generator], dict]
 
 
-def synth(fmt: str, rows: int, out_dir: Path, *, seed: int = 0, overwrite: bool = False) -> dict:
-    """Writes `rows` interaction lines of format `fmt` into out_dir; returns the truth record."""
+def synth(
+    fmt: str, rows: int, out_dir: Path, *, seed: int = 0, rows_per_item: float | None = None, overwrite: bool = False
+) -> dict:
+    """Writes `rows` interaction lines of format `fmt` into out_dir; returns the truth record.
+
+    `rows_per_item` overrides the format's catalogue density: fewer rows per item make a longer tail of
+    items whose ids a CTR model sees once or never (the positive control's setting).
+    """
     if fmt not in SYNTH_FORMATS:
         raise UserError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(SYNTH_FORMATS)}")
     if rows < 100:
         raise UserError(f"--rows {rows}: expected at least 100")
     spec = SYNTH_FORMATS[fmt]
+    rows_per_item = spec.rows_per_item if rows_per_item is None else rows_per_item
+    if rows_per_item <= 0:
+        raise UserError(f"--rows-per-item {rows_per_item}: expected a positive number")
     rng = np.random.default_rng(seed)
-    world = World.make(
-        max(20, int(rows / spec.rows_per_user)), max(20, int(rows / spec.rows_per_item)), rng
-    )
+    world = World.make(max(20, int(rows / spec.rows_per_user)), max(20, int(rows / rows_per_item)), rng)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         truth = {"format": fmt, "rows": rows, "seed": seed} | spec.write(tmp, world, rows, rng)
         (tmp / "synth_truth.json").write_text(json.dumps(truth, indent=2, ensure_ascii=False) + "\n")

@@ -51,6 +51,10 @@ def test_prompts_change_with_the_id_row(setup) -> None:
     assert spread > 0.5, f"prompts are {spread:.3f} of their mean apart: nearly one constant prefix"
     again = model.generator(model.ctr.interact(model.ctr.embed(batch.ids.flip(0))))
     torch.testing.assert_close(again.keys, prompts.keys.flip(1))
+    # Through the model's own path: the same text read beside other rows' ids reads other prompts.
+    _, hidden = model.encode(batch.ids, batch.input_ids, batch.attention_mask)
+    _, other = model.encode(batch.ids.flip(0), batch.input_ids, batch.attention_mask)
+    assert not torch.allclose(hidden, other), "the text's hidden states do not depend on its row's ids"
 
 
 def test_the_mlm_loss_alone_trains_tables_and_backbone_through_the_prompts(setup) -> None:
