@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # minute-long end-to-end checks
 
 def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None:
     base, settings = setup
-    config = load_config("ml-1m", [*settings, "pamlm.max_steps=3"])
+    config = load_config("ml-1m", [*settings, "pamlm.max_steps=3", "finetune.max_steps=4"])
     payload = run_comparison(base / "data", tmp_path, config, seeds=[0, 1], variants=list(VARIANTS), progress=lambda _: None)
     rows = {row["variant"]: row for row in payload["rows"]}
     assert list(rows) == list(VARIANTS)
