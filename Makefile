@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test test-fast mutants bench-prepare bench-ctr-train bench-train bench-serve bench-hybrid clean
+.PHONY: install run test test-fast mutants bench-prepare bench-ctr-train bench-train bench-serve bench-endpoint bench-hybrid clean
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ bench-train: install
 ## Serving latency from raw candidates: DCNv2, ClickPrompt without / with MiniLM (~5 min; needs `make run` data).
 bench-serve: install
 	$(PY) perf/bench_serve.py
+
+## The HTTP endpoint under 1, 8 and 64 concurrent clients, beside the in-process call (~3 min; needs `make run`).
+bench-endpoint: install
+	$(PY) perf/bench_endpoint.py
 
 ## Hybrid engine per-rank memory and samples/s: 1 vs 2 ranks, ZeRO-3/2/0, MiniLM (~7 min).
 bench-hybrid: install

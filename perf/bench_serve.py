@@ -11,6 +11,10 @@ pass and the copy of the scores back to the host. Cases, all measured in this ru
 - each in eager mode and one optimised mode: torch.compile for the CTR models (CUDA graphs on a GPU),
   bf16 autocast for the PLM models on a GPU (the CPU has no bf16 units, so there it is skipped).
 
+The CTR-only cases are measured for two kinds of request: 'raw', a list of candidate dicts (every
+field's value encoded per request), and 'ranking', one user and candidate item ids (Ranker: item
+fields from the catalogue, gathered on the device; the user's encoded once).
+
 Weights are random (latency does not depend on them); RoBERTa configurations use MiniLM's tokenizer,
 whose cost is of the same order. Each case runs until --requests requests or --seconds seconds; the
 four CTR-only cases take turns request by request, in a random order each time. Every row also
@@ -46,7 +50,8 @@ from cp_dist.data.meta import DatasetMeta  # noqa: E402
 from cp_dist.io import write_json  # noqa: E402
 from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm, masked_lm_from_config  # noqa: E402
 from cp_dist.pretrained import load_tokenizer  # noqa: E402
-from cp_dist.serving import Scorer, Vocabularies, servable_ctr  # noqa: E402
+from cp_dist.serving.ranking import ItemCatalogue, Ranker  # noqa: E402
+from cp_dist.serving.scorer import Scorer, Vocabularies, servable_ctr  # noqa: E402
 
 
 def _candidates(data: Path, meta: DatasetMeta, count: int) -> list[dict]:
@@ -54,20 +59,37 @@ def _candidates(data: Path, meta: DatasetMeta, count: int) -> list[dict]:
     return [{f.name: row[f.text_column] for f in meta.fields} for row in table.to_pylist()]
 
 
-def _measure(scorers: dict[tuple[str, str], Scorer], requests: list[list[dict]], budget_s: float) -> dict:
+class _RankingScorer:
+    """A Ranker behind the Scorer's calls, for requests given as (user, item ids)."""
+
+    def __init__(self, ranker: Ranker):
+        self.ranker = ranker
+
+    def inputs(self, request: tuple[dict, list]) -> tuple[torch.Tensor, ...]:
+        return self.ranker.inputs(*request)
+
+    def probabilities(self, *inputs: torch.Tensor) -> np.ndarray:
+        return self.ranker.scorer.probabilities(*inputs)
+
+    def score(self, request: tuple[dict, list]) -> np.ndarray:
+        return self.ranker.score(*request)
+
+
+def _measure(scorers: dict[tuple, Scorer | _RankingScorer], requests: dict[str, list], budget_s: float) -> dict:
     """Per case: (request seconds, of which host-side input preparation). Cases measured together
     take turns request by request, in a fresh random order for every request, so that neither
     drift on a shared machine nor a place in the round (e.g. right after another model, whose
-    weights then fill the caches) favours one of them."""
-    for scorer in scorers.values():  # warm-up (and compilation, where there is one)
-        for request in requests[:2]:
+    weights then fill the caches) favours one of them. A case's requests are requests[its kind]."""
+    for (*_, kind), scorer in scorers.items():  # warm-up (and compilation, where there is one)
+        for request in requests[kind][:2]:
             scorer.score(request)
     times = {key: ([], []) for key in scorers}
     keys, order = list(scorers), np.random.default_rng(0)
     started = time.perf_counter()
-    for request in requests:
+    for number in range(min(len(r) for r in requests.values())):
         for index in order.permutation(len(keys)):
             key, scorer = keys[index], scorers[keys[index]]
+            request = requests[key[-1]][number]
             start = time.perf_counter()
             inputs = scorer.inputs(request)
             prepared = time.perf_counter()
@@ -123,7 +145,7 @@ def _plm_models(encoders: list[str], meta: DatasetMeta, config, device: torch.de
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="prepared ML-100K (default: CACHE/prepared/ml-100k; `cp-dist data fetch ml-100k`)")
-    parser.add_argument("--encoders", nargs="+", default=["minilm"], help="PLMs of the with-PLM cases")
+    parser.add_argument("--encoders", nargs="*", default=["minilm"], help="PLMs of the with-PLM cases (none: CTR-only)")
     parser.add_argument("--tokenizer", default="minilm", help="tokenizer of every with-PLM case")
     parser.add_argument("--candidates", nargs="+", type=int, default=[1, 64, 1024])
     parser.add_argument("--requests", type=int, default=3000, help="requests per case at most")
@@ -142,21 +164,29 @@ def main() -> None:
     config = load_config("ml-100k", [f"prompt.num_prompts={args.prompts}"])
     rows = []
 
-    def measure(scorers: dict[tuple[str, str], Scorer]) -> None:
+    item_key = next(f.name for f in meta.fields if f.side == "item")
+    user_fields = [f.name for f in meta.fields if f.side != "item"]
+
+    def measure(scorers: dict[tuple[str, str, str], Scorer | _RankingScorer]) -> None:
         for count in args.candidates:
-            requests = [[pool[(r * count + i) % len(pool)] for i in range(count)] for r in range(args.requests)]
-            for (case, mode), (times, host) in _measure(scorers, requests, args.seconds).items():
-                row = {"case": case, "mode": mode, "candidates": count, "requests": len(times),
+            raw = [[pool[(r * count + i) % len(pool)] for i in range(count)] for r in range(args.requests)]
+            ranking = [({f: request[0][f] for f in user_fields}, [row[item_key] for row in request]) for request in raw]
+            for (case, mode, kind), (times, host) in _measure(scorers, {"raw": raw, "ranking": ranking}, args.seconds).items():
+                row = {"case": case, "mode": mode, "request": kind, "candidates": count, "requests": len(times),
                        "p50_ms": 1e3 * float(np.percentile(times, 50)), "p99_ms": 1e3 * float(np.percentile(times, 99)),
                        "inputs_p50_ms": 1e3 * float(np.percentile(host, 50)),
                        "candidates_per_second": count / statistics.mean(times)}
                 rows.append(row)
-                print(f"  {case:<32}{mode:<10}{count:>6} candidates  p50 {row['p50_ms']:9.3f} ms  p99 {row['p99_ms']:9.3f} ms"
+                print(f"  {case:<32}{mode:<10}{kind:<8}{count:>6} candidates  p50 {row['p50_ms']:9.3f} ms  p99 {row['p99_ms']:9.3f} ms"
                       f"  (inputs {row['inputs_p50_ms']:.3f} ms; {row['requests']} requests)", flush=True)
 
-    measure({key: Scorer(model, vocabularies, device) for key, model in _ctr_models(meta, config, device).items()})
+    catalogue, ctr_cases = ItemCatalogue.from_data(data, meta), {}
+    for (case, mode), model in _ctr_models(meta, config, device).items():
+        scorer = Scorer(model, vocabularies, device)
+        ctr_cases |= {(case, mode, "raw"): scorer, (case, mode, "ranking"): _RankingScorer(Ranker(scorer, catalogue))}
+    measure(ctr_cases)
     for case, mode, model in _plm_models(args.encoders, meta, config, device):
-        measure({(case, mode): Scorer(model, vocabularies, device, tokenizer, args.max_length)})
+        measure({(case, mode, "raw"): Scorer(model, vocabularies, device, tokenizer, args.max_length)})
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -174,10 +204,11 @@ def main() -> None:
 
 
 def _ratios(rows: list[dict]) -> None:
-    """p50 ratios against raw DCNv2 in the same mode (eager or compiled), or eager DCNv2 for PLM modes."""
-    base = {(r["mode"], r["candidates"]): r["p50_ms"] for r in rows if r["case"] == "dcnv2"}
+    """p50 ratios against DCNv2 in the same mode (eager or compiled) and kind of request, or eager
+    DCNv2 on raw requests for PLM modes."""
+    base = {(r["mode"], r["request"], r["candidates"]): r["p50_ms"] for r in rows if r["case"] == "dcnv2"}
     for row in rows:
-        reference = base.get((row["mode"], row["candidates"]), base[("eager", row["candidates"])])
+        reference = base.get((row["mode"], row["request"], row["candidates"]), base[("eager", "raw", row["candidates"])])
         row["p50_vs_dcnv2"] = row["p50_ms"] / reference
 
 
@@ -186,15 +217,17 @@ def _summary(result: dict) -> str:
     where = machine["gpu"]["name"] if machine.get("gpu") else f"{machine['cpu']} ({machine['cpu_count']} cores)"
     lines = [
         f"Serving latency on {where}, end to end from raw candidates ({result['max_length']} text tokens at most, "
-        f"{result['prompts']} prompts per layer). 'inputs': the host-side part (vocabulary lookup; text and "
-        "tokens for the PLM). 'vs DCNv2': p50 over raw DCNv2's p50 in the same mode (eager DCNv2 for the PLM modes); "
-        "the CTR-only cases took turns request by request.",
+        f"{result['prompts']} prompts per layer). 'raw': candidates as field dicts; 'ranking': one user and item ids. "
+        "'inputs': the host-side part (vocabulary lookup; text and tokens for the PLM). 'vs DCNv2': p50 over raw "
+        "DCNv2's p50 in the same mode and request (eager, raw for the PLM modes); the CTR-only cases took turns "
+        "request by request.",
         "",
-        "| case | mode | candidates | p50 ms | p99 ms | inputs p50 ms | candidates/s | vs DCNv2 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | mode | request | candidates | p50 ms | p99 ms | inputs p50 ms | candidates/s | vs DCNv2 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['case']} | {r['mode']} | {r['candidates']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['inputs_p50_ms']:.3f} | "
+        f"| {r['case']} | {r['mode']} | {r['request']} | {r['candidates']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+        f"{r['inputs_p50_ms']:.3f} | "
         f"{r['candidates_per_second']:,.0f} | {r['p50_vs_dcnv2']:.2f} |"
         for r in result["rows"]
     ]
@@ -204,8 +237,8 @@ def _summary(result: dict) -> str:
 
 def _plot(rows: list[dict], path: Path, device: str) -> None:
     figure, axis = new_figure()
-    for key in dict.fromkeys((r["case"], r["mode"]) for r in rows):
-        points = [r for r in rows if (r["case"], r["mode"]) == key]
+    for key in dict.fromkeys((r["case"], r["mode"], r["request"]) for r in rows):
+        points = [r for r in rows if (r["case"], r["mode"], r["request"]) == key]
         axis.plot([r["candidates"] for r in points], [r["p99_ms"] for r in points], marker="o", label=" / ".join(key))
     axis.set(xscale="log", yscale="log", xlabel="candidates per request", ylabel="p99 latency (ms)",
              title=f"End-to-end serving latency ({device})")

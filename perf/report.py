@@ -12,14 +12,14 @@ def write_markdown(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def new_figure(width: float = 8, height: float = 5):
-    """A headless matplotlib figure and axis."""
+def new_figure(width: float = 8, height: float = 5, columns: int = 1):
+    """A headless matplotlib figure and its axis (or `columns` axes side by side)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height))
+    return plt.subplots(1, columns, figsize=(width, height))
 
 
 def save_figure(figure, path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cp_dist.cli import compare, data, evaluate, train
+from cp_dist.cli import compare, data, evaluate, serve, train
 from cp_dist.errors import UserError
 
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         "then `cp-dist compare --data ~/.cache/cp_dist/prepared/ml-100k --out runs/cmp`.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, train, compare, evaluate):
+    for module in (data, train, compare, evaluate, serve):
         module.add_commands(commands)
     return parser
 

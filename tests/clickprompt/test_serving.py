@@ -1,9 +1,11 @@
-"""Scoring raw candidates: the same scores as the training-time model, an export that matches, and
-the two kinds of bad input (unknown values, missing fields)."""
+"""Scoring raw candidates and ranking requests: the same scores as the training-time model, an export
+that matches, bad input named, and the HTTP endpoint (started for real, on loopback)."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,10 @@ from cp_dist.config import load_config
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.errors import UserError
-from cp_dist.serving import Scorer, export_ctr
+from cp_dist.serving.endpoint import concat_inputs
+from cp_dist.serving.loopback import run_on_loopback
+from cp_dist.serving.ranking import Ranker
+from cp_dist.serving.scorer import Scorer, export_ctr
 from cp_dist.training.evaluate import predict
 from tests.clickprompt.conftest import run
 
@@ -124,3 +129,109 @@ def test_runs_that_cannot_serve_are_named(runs, tmp_path: Path) -> None:
     DatasetMeta(**{**meta.__dict__, "tokenizer": None}).save(untokenized)
     with pytest.raises(UserError, match="a with-PLM run needs the tokenizer the data was tokenized with"):
         Scorer.from_run(runs["plm"], untokenized)
+
+
+def _ranking_request(data: Path, count: int, user_row: int) -> tuple[dict, list, list[dict]]:
+    """One test row's user (every field not on the item side), the first rows' item ids, and the
+    same rows as raw candidates with that user's fields."""
+    meta, rows = DatasetMeta.load(data), _candidates(data, count)
+    user = {f.name: rows[user_row][f.name] for f in meta.fields if f.side != "item"}
+    key = next(f.name for f in meta.fields if f.side == "item")
+    return user, [row[key] for row in rows], [{**row, **user} for row in rows]
+
+
+@pytest.mark.parametrize("kind", ["ctr", "plm"])
+def test_ranking_requests_score_as_raw_rows(runs, kind: str) -> None:
+    ranker = Ranker.from_run(runs[kind], runs["data"])
+    user, items, rows = _ranking_request(runs["data"], 200, user_row=7)
+    assert len(set(items)) >= 10 and any(row != {**row, **user} for row in _candidates(runs["data"], 200))
+    np.testing.assert_allclose(ranker.score(user, items), ranker.scorer.score(rows), atol=1e-6)
+
+
+def test_ranking_unknown_items_and_bad_requests(runs) -> None:
+    ranker = Ranker.from_run(runs["ctr"], runs["data"])
+    user, items, _ = _ranking_request(runs["data"], 3, user_row=0)
+    item_columns = ranker.catalogue.columns
+    (ids,) = ranker.inputs(user, [items[0], "never an item", 12.5])
+    assert (ids[0, item_columns] > 0).any() and (ids[1:, item_columns] == 0).all(), "unknown items: every item field OOV"
+    user_columns = [k for k, _ in ranker.request_fields]
+    assert (ids[:, user_columns] == ids[0, user_columns]).all() and (ids[0, user_columns] > 0).any()
+    assert ranker.score(user, []).shape == (0,)
+    field = ranker.request_fields[1][1].name
+    with pytest.raises(UserError, match=f"user has no field '{field}'; expected all of"):
+        ranker.score({k: v for k, v in user.items() if k != field}, items)
+    with pytest.raises(UserError, match=f"field '{field}': a dict value"):
+        ranker.score({**user, field: {"a": 1}}, items)
+    with pytest.raises(UserError, match=r"items\[1\]: a list; expected an item id"):
+        ranker.score(user, [items[0], [items[1]]])
+
+
+def test_endpoint_ranks_rejects_bad_requests_and_keeps_serving(runs, tmp_path: Path) -> None:
+    """`cp-dist serve` in a loopback-only namespace: ready, bound to 127.0.0.1, each bad request a 4xx
+    naming its problem, then good requests (alone and 6 at once, batched) scored as in process."""
+    data = runs["data"]
+    ranker = Ranker.from_run(runs["ctr"], data)
+    user, items, rows = _ranking_request(data, 40, user_row=3)
+    field = ranker.request_fields[1][1].name
+    rank = {"method": "POST", "path": "/rank", "body": {"user": user, "items": items}}
+    bad = [
+        ({"path": "/rank", "raw": "{not json"}, 400, "the body is not JSON"),
+        ({"path": "/rank", "body": [user]}, 400, "the body is an array; expected a JSON object"),
+        ({"path": "/rank", "body": {"items": items}}, 400, "missing 'user'"),
+        ({"path": "/rank", "body": {"user": {k: v for k, v in user.items() if k != field}, "items": items}}, 400,
+         f"user has no field '{field}'"),
+        ({"path": "/rank", "body": {"user": {**user, field: {"a": 1}}, "items": items}}, 400,
+         f"'user' field '{field}' is an object; expected a string or a number"),
+        ({"path": "/rank", "body": {"user": user, "items": items[0]}}, 400, "'items' is a string; expected an array"),
+        ({"path": "/rank", "body": {"user": user, "items": [items[:2]]}}, 400, "items[0] is an array; expected an item id"),
+        ({"path": "/rank", "body": {"user": user, "items": items * 2}}, 413, "80 items; at most 50 per request"),
+        ({"path": "/score", "body": {"candidates": [{k: v for k, v in rows[0].items() if k != field}]}}, 400,
+         f"candidate 0 has no field '{field}'"),
+        ({"path": "/nowhere", "method": "GET"}, 404, "no route /nowhere"),
+        ({"path": "/rank", "method": "GET"}, 405, "GET /rank: expected POST"),
+    ]
+    users = [_ranking_request(data, 30 + i, user_row=i)[:2] for i in range(6)]
+    cases = {"sequential": [rank] + [{"method": "POST", **case} for case, _, _ in bad]
+             + [rank, {"method": "POST", "path": "/score", "body": {"candidates": rows[:5]}}],
+             "concurrent": [{"method": "POST", "path": "/rank", "body": {"user": u, "items": i}} for u, i in users]}
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    server = [str(Path(sys.executable).with_name("cp-dist")), "serve", str(runs["ctr"]), "--data", str(data),
+              "--port", "8123", "--max-candidates", "50", "--max-batch-size", "8", "--batch-wait-ms", "200"]
+    probe = [sys.executable, str(Path(__file__).with_name("endpoint_probe.py")), str(tmp_path / "cases.json"),
+             str(tmp_path / "seen.json"), "--", *server]
+    probed = run_on_loopback(probe, timeout=600, cwd=Path(__file__).parents[2], capture_output=True, text=True)
+    assert (tmp_path / "seen.json").is_file(), probed.stderr[-3000:]
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["ready"] and seen["ready"]["status"] == 200, (seen["ready"], (tmp_path / "seen.log").read_text()[-3000:])
+    assert seen["ready"]["json"]["items"] == len(ranker.catalogue)
+    assert seen["listening"] == ["0100007F"], "the endpoint listens on 127.0.0.1 only"
+    first, *rejected, again, scored = seen["sequential"]
+    for answer, (case, status, message) in zip(rejected, bad, strict=True):
+        assert answer["status"] == status and message in answer["json"]["error"], (case, answer)
+        assert "\n" not in answer["json"]["error"]
+    expected = ranker.score(user, items)
+    for answer in (first, again):
+        assert answer["status"] == 200
+        np.testing.assert_allclose(answer["json"]["scores"], expected, atol=1e-6)
+    np.testing.assert_allclose(scored["json"]["scores"], ranker.scorer.score(rows[:5]), atol=1e-6)
+    for answer, (u, i) in zip(seen["concurrent"], users, strict=True):
+        np.testing.assert_allclose(answer["json"]["scores"], ranker.score(u, i), atol=1e-6)
+    stats = seen["after"]["json"]
+    assert stats["requests_scored"] == 9 and stats["forward_passes"] < 9, "concurrent requests share forward passes"
+    assert seen["exit_code"] == 0, "SIGINT stops the server cleanly"
+
+
+def test_requests_batched_together_score_as_alone(runs) -> None:
+    """The endpoint's dynamic batching: requests of other lengths (token ids padded to the longest)
+    concatenated into one forward pass score as each request alone, with and without the PLM."""
+    for kind in ("ctr", "plm"):
+        ranker = Ranker.from_run(runs[kind], runs["data"])
+        ranker.scorer.max_length = 512  # no truncation: texts of other lengths
+        requests = [_ranking_request(runs["data"], count, user_row=k)[:2] for k, count in enumerate((3, 17, 9))]
+        requests[1][1].append("an item that no catalogue holds, named at length")  # a longer text
+        inputs = [ranker.inputs(user, items) for user, items in requests]
+        if kind == "plm":
+            assert len({i[1].shape[1] for i in inputs}) > 1, "the requests' token lengths differ"
+        together = ranker.scorer.probabilities(*concat_inputs(inputs, ranker.scorer.pad_token_id if kind == "plm" else 0))
+        alone = np.concatenate([ranker.score(user, items) for user, items in requests])
+        np.testing.assert_allclose(together, alone, atol=1e-6)

@@ -33,7 +33,7 @@ from cp_dist.runs import RunDir
 Row = Mapping[str, object]
 
 
-class _Vocabulary(dict):
+class ValueIndex(dict):
     """value -> index; a value never seen in training is 0. Lookups of strings, the vocabulary's
     own type, stay in C; only a miss runs Python, to try a value's string form (25 for "25")."""
 
@@ -56,7 +56,7 @@ class Vocabularies:
 
     def __init__(self, fields: Sequence[FieldMeta], indices: Mapping[str, Mapping[str, int]]):
         self.fields = list(fields)
-        self._indices = {name: _Vocabulary(index) for name, index in indices.items()}  # index 0: OOV
+        self._indices = {name: ValueIndex(index) for name, index in indices.items()}  # index 0: OOV
 
     @classmethod
     def load(cls, data_dir: Path, meta: DatasetMeta | None = None) -> Vocabularies:
@@ -87,6 +87,12 @@ class Vocabularies:
                 raise UserError(f"candidate {where}, field {field.name!r}: a {type(rows[where][field.name]).__name__} "
                                 "value; expected one value (a string or a number)") from None
         return ids.T.copy()
+
+    def lookup(self, field: str, value: object) -> int:
+        """One value's index (0: never seen in training)."""
+        if not _hashable(value):
+            raise UserError(f"field {field!r}: a {type(value).__name__} value; expected one value (a string or a number)")
+        return self._indices[field][value]
 
     def text_columns(self, rows: Sequence[Row]) -> pa.Table:
         """The rows' readable values as the text template's columns."""
@@ -132,10 +138,18 @@ class Scorer:
         ids = torch.from_numpy(self.vocabularies.encode(rows)).to(self.device)
         if not self.reads_text:
             return (ids,)
-        texts = render_text(self.vocabularies.text_columns(rows), self.vocabularies.fields).to_pylist()
+        return ids, *self.tokens(self.vocabularies.text_columns(rows))
+
+    def tokens(self, text_columns: pa.Table) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask of rows given as the text template's columns."""
+        texts = render_text(text_columns, self.vocabularies.fields).to_pylist()
         tokens = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
-        input_ids, mask = pad_token_lists(pa.array(tokens), self.tokenizer.pad_token_id or 0)
-        return ids, torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device)
+        input_ids, mask = pad_token_lists(pa.array(tokens), self.pad_token_id)
+        return torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
 
     @torch.no_grad()
     def probabilities(self, *inputs: torch.Tensor) -> np.ndarray:

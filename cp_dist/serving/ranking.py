@@ -1,0 +1,120 @@
+"""Ranking requests: one user, many candidate items named by id.
+
+A ranking service scores the same items for user after user, so the item side is encoded once: the
+ItemCatalogue holds every item of the prepared data (all splits) as one [items + 1, F] tensor of
+field indices, zero in the other columns, kept on the serving device. A request then costs one
+dictionary lookup per candidate, the user's few fields encoded once, a gather and an add; no item
+value is sent or re-encoded. The item key is the first item-side field (every data format's item
+id). Row 0 is the unknown item: all its fields out of vocabulary (index 0), as a value never seen
+in training would be. Fields not on the item side (the user's, and context fields where a data set
+has them) come with the request. With-PLM runs also render each row's text, the items' part from
+the catalogue's readable values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from cp_dist.data.columns import first_per_key
+from cp_dist.data.meta import SPLITS, DatasetMeta, FieldMeta
+from cp_dist.data.schema import MISSING_VALUE
+from cp_dist.errors import UserError
+from cp_dist.serving.scorer import Scorer, ValueIndex
+
+UNKNOWN_ITEM = 0
+
+
+class ItemCatalogue:
+    """Every item's field indices (one array) and readable values, by the item key's raw value."""
+
+    def __init__(self, fields: Sequence[FieldMeta], values: pa.Table, indices: np.ndarray):
+        self.fields = list(fields)
+        self.columns = [k for k, f in enumerate(self.fields) if f.side == "item"]
+        if not self.columns:
+            raise UserError("the data has no item-side field; ranking requests name items by their key")
+        self.key = self.fields[self.columns[0]]
+        self.values = values  # the item fields' text columns; row 0: the unknown item
+        self.indices = indices  # [items + 1, F] int64
+        self._rows = ValueIndex(zip(values[self.key.text_column].to_pylist()[1:], range(1, len(indices)), strict=True))
+
+    @classmethod
+    def from_data(cls, data_dir: Path, meta: DatasetMeta | None = None) -> ItemCatalogue:
+        """The first row of every item key over all splits (item fields are joined per item, so
+        every row of an item holds the same values)."""
+        meta = meta or DatasetMeta.load(data_dir)
+        item_fields = [f for f in meta.fields if f.side == "item"]
+        columns = [f.name for f in item_fields] + [f.text_column for f in item_fields]
+        table = pa.concat_tables(pq.read_table(meta.split_path(data_dir, split), columns=columns) for split in SPLITS)
+        table, _ = first_per_key(table, key=item_fields[0].text_column) if item_fields else (table, 0)
+        indices = np.zeros((table.num_rows + 1, len(meta.fields)), dtype=np.int64)
+        for column, f in enumerate(meta.fields):
+            if f.side == "item":
+                indices[1:, column] = table[f.name].to_numpy()
+        unknown = pa.table({f.text_column: [MISSING_VALUE] for f in item_fields})
+        values = pa.concat_tables([unknown, table.select([f.text_column for f in item_fields])])
+        return cls(meta.fields, values, indices)
+
+    def __len__(self) -> int:
+        return len(self.indices) - 1
+
+    def rows(self, items: Sequence[object]) -> np.ndarray:
+        """Each item's catalogue row; UNKNOWN_ITEM for keys the data never held."""
+        try:
+            return np.fromiter(map(self._rows.__getitem__, items), np.int64, len(items))
+        except TypeError:  # an unhashable item: a list, a dict
+            where = next(i for i, item in enumerate(items) if not isinstance(item, str | int | float))
+            raise UserError(f"items[{where}]: a {type(items[where]).__name__}; expected an item id "
+                            f"({self.key.name}, a string or a number)") from None
+
+
+class Ranker:
+    """Click probabilities of one user's candidate items, from a train-ctr or finetune run."""
+
+    def __init__(self, scorer: Scorer, catalogue: ItemCatalogue):
+        self.scorer, self.catalogue = scorer, catalogue
+        fields = scorer.vocabularies.fields
+        self.request_fields = [(k, f) for k, f in enumerate(fields) if f.side != "item"]
+        self._item_indices = torch.from_numpy(catalogue.indices).to(scorer.device)
+
+    @classmethod
+    def from_run(cls, run_dir: Path, data_dir: Path, device: torch.device | str = "cpu") -> Ranker:
+        scorer = Scorer.from_run(run_dir, data_dir, device)
+        return cls(scorer, ItemCatalogue.from_data(data_dir))
+
+    def encode_user(self, user: Mapping[str, object]) -> torch.Tensor:
+        """[F]: the user's (and context) fields' indices, zero in the item columns."""
+        row = np.zeros(len(self.scorer.vocabularies.fields), dtype=np.int64)  # numpy: a tenth of torch's per-item cost
+        for column, f in self.request_fields:
+            if f.name not in user:
+                expected = ", ".join(f.name for _, f in self.request_fields)
+                raise UserError(f"user has no field {f.name!r}; expected all of {expected}")
+            row[column] = self.scorer.vocabularies.lookup(f.name, user[f.name])
+        return torch.from_numpy(row).to(self.scorer.device)
+
+    def inputs(self, user: Mapping[str, object], items: Sequence[object]) -> tuple[torch.Tensor, ...]:
+        """The model's inputs for a request: ids, and for a with-PLM model token ids and mask."""
+        request_row = self.encode_user(user)
+        rows = torch.from_numpy(self.catalogue.rows(items)).to(self.scorer.device)
+        ids = self._item_indices.index_select(0, rows) + request_row  # only the rows cross to the device
+        if not self.scorer.reads_text:
+            return (ids,)
+        return ids, *self.scorer.tokens(self._text_columns(user, items, rows.cpu().numpy()))
+
+    def _text_columns(self, user: Mapping[str, object], items: Sequence[object], rows: np.ndarray) -> pa.Table:
+        columns = {f.text_column: pa.array([str(user[f.name])] * len(items)) for _, f in self.request_fields}
+        item_values = self.catalogue.values.take(rows)
+        columns |= {name: item_values[name] for name in item_values.column_names}
+        columns[self.catalogue.key.text_column] = pa.array([str(item) for item in items])  # unknown items keep theirs
+        return pa.table(columns)
+
+    def score(self, user: Mapping[str, object], items: Sequence[object]) -> np.ndarray:
+        if not items:
+            self.encode_user(user)  # a bad user is still an error
+            return np.zeros(0, dtype=np.float32)
+        return self.scorer.probabilities(*self.inputs(user, items))
