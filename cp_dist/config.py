@@ -147,6 +147,19 @@ class FinetuneConfig(StageConfig):
 
 
 @dataclass
+class CTRLConfig(StageConfig):
+    """CTRL's contrastive pretraining (a baseline): q and the PLM's mean-pooled row embedding, each
+    projected and L2-normalised, matched across the global batch (InfoNCE, both directions). The
+    language model is config.prompt's (plm, plm_layers, max_length)."""
+
+    global_batch_size: int = 128
+    plm_lr: float = 5e-5
+    projection_dim: int = 128
+    temperature: float = 0.07
+    diagnose_rows: int = 256  # valid rows of the retrieval diagnostic (chance: 1 / diagnose_rows)
+
+
+@dataclass
 class Config:
     ctr: CTRConfig = field(default_factory=CTRConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -154,6 +167,7 @@ class Config:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     pamlm: PAMLMConfig = field(default_factory=PAMLMConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    ctrl: CTRLConfig = field(default_factory=CTRLConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

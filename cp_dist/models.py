@@ -13,4 +13,5 @@ from cp_dist.registry import Registry
 ARCHITECTURES: Registry = Registry("architecture", {
     "ctr": "cp_dist.ctr.model:build_ctr_model",
     "clickprompt": "cp_dist.clickprompt.model:build_clickprompt",
+    "ctrl": "cp_dist.baselines.ctrl:build_ctrl",
 })

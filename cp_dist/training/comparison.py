@@ -57,19 +57,21 @@ def _with_prompt(config: Config, overrides: dict) -> Config:
 def _run_variant(data_dir: Path, seed_dir: Path, config: Config, name: str, progress: Callable[[str], None]) -> dict:
     variant = VARIANTS[name]
     config = _with_prompt(config, variant.prompt)
-    pamlm_seconds, start, value_gap = 0.0, None, None
-    if variant.pamlm_run is not None:
-        pamlm = RunDir(seed_dir / variant.pamlm_run)
-        if not pamlm.finished:
-            progress(f"[seed {config.train.seed}] PA-MLM ({config.prompt.placement} prompts) -> {pamlm.path}")
-        pretrained = train(StageJob("pamlm", data_dir, pamlm.path, config))
-        pamlm_seconds, start, value_gap = pretrained["train_seconds"], pamlm.checkpoint, pretrained["valid"]["mlm_value_gap"]
+    pretrain_seconds, start, value_gap = 0.0, None, None
+    if variant.pretrain_run is not None:
+        pretraining = RunDir(seed_dir / variant.pretrain_run)
+        if not pretraining.finished:
+            what = f"PA-MLM ({config.prompt.placement} prompts)" if variant.pretrain_stage == "pamlm" else variant.pretrain_stage
+            progress(f"[seed {config.train.seed}] {what} -> {pretraining.path}")
+        pretrained = train(StageJob(variant.pretrain_stage, data_dir, pretraining.path, config))
+        pretrain_seconds, start = pretrained["train_seconds"], pretraining.checkpoint
+        value_gap = pretrained["valid"].get("mlm_value_gap")
     run = RunDir(seed_dir / name)
     if not run.finished:
         progress(f"[seed {config.train.seed}] {name}: {variant.description} -> {run.path}")
     metrics = train(StageJob(variant.stage, data_dir, run.path, config, init_from=start))
     return {"seed": config.train.seed, "run": str(run.path), "test": metrics["test"], "valid": metrics["valid"],
-            "best_epoch": metrics["best_epoch"], "train_seconds": metrics["train_seconds"], "pamlm_seconds": pamlm_seconds,
+            "best_epoch": metrics["best_epoch"], "train_seconds": metrics["train_seconds"], "pretrain_seconds": pretrain_seconds,
             "fusion_weight": metrics["model_info"].get("fusion_weight"), "mlm_value_gap": value_gap,
             "predictions": run.predictions()}
 
@@ -96,7 +98,7 @@ def _summarize(runs: dict[str, list[dict]], seeds: Sequence[int], config: Config
         row = {"variant": name, "description": VARIANTS[name].description, "seeds": list(seeds),
                "test_auc": auc, "test_logloss": logloss,
                "relative_auc_change": [(a - b) / b for a, b in zip(auc, base_auc)],
-               "seconds": [r["train_seconds"] + r["pamlm_seconds"] for r in variant_runs],
+               "seconds": [r["train_seconds"] + r["pretrain_seconds"] for r in variant_runs],
                "fusion_weight": [r["fusion_weight"] for r in variant_runs],
                "mlm_value_gap": [r["mlm_value_gap"] for r in variant_runs],
                "auc_ctr_tower": [r["test"].get("auc_ctr") for r in variant_runs],
@@ -151,7 +153,7 @@ def format_comparison(payload: dict) -> str:
         "the PA-MLM run's masked-value cross-entropy with shuffled minus own prompts (0: the prompts carry nothing "
         "about their row). CTR tower: test AUC of y_ctr alone inside the with-PLM model. PLM shuffled: test AUC of "
         "the PLM tower reading other rows' prompts (0.5: it ignores the text). seconds: training, including the "
-        "PA-MLM run the variant starts from.",
+        "pretraining run (PA-MLM, CTRL) the variant starts from.",
         "",
         "| variant | test AUC | test LogLoss | rel. AUC change | p (t) | p (DeLong) | p (DeLong, long-tail items) | a "
         "| value gap | CTR tower | PLM shuffled | seconds |",

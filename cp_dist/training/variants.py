@@ -13,8 +13,11 @@ BASELINE = "ctr"
 class Variant:
     description: str
     stage: str  # a stage of cp_dist.training.stages.STAGES
-    pamlm_run: str | None = None  # the PA-MLM run it starts from: "pamlm" (the preset's prompts), "pamlm-input", None
+    # the pretraining run it starts from, shared by the variants naming it: "pamlm" (the preset's
+    # prompts), "pamlm-input", "ctrl-pretrain"; None: fresh
+    pretrain_run: str | None = None
     prompt: dict = dataclasses.field(default_factory=dict)  # overrides of the prompt section
+    pretrain_stage: str = "pamlm"  # the stage of that run
 
 
 VARIANTS: dict[str, Variant] = {
@@ -26,5 +29,7 @@ VARIANTS: dict[str, Variant] = {
                                       {"placement": "input"}),
     "ablation-no-prompts": Variant("with the PLM, no prompts: the two towers' logits fused late, no PA-MLM",
                                    "with_plm", None, {"num_prompts": 0}),
+    "ctrl": Variant("CTRL (baseline): InfoNCE between q and the PLM's row embedding, then the backbone alone",
+                    "without_plm", "ctrl-pretrain", pretrain_stage="ctrl"),
 }
 MAIN_VARIANTS = [BASELINE, "clickprompt-no-plm", "clickprompt"]

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # minute-long end-to-end checks
 
 def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None:
     base, settings = setup
-    config = load_config("ml-1m", [*settings, "pamlm.max_steps=3", "finetune.max_steps=4"])
+    config = load_config("ml-1m", [*settings, "pamlm.max_steps=3", "finetune.max_steps=4", "ctrl.max_steps=3"])
     payload = run_comparison(base / "data", tmp_path, config, seeds=[0, 1], variants=list(VARIANTS), progress=lambda _: None)
     rows = {row["variant"]: row for row in payload["rows"]}
     assert list(rows) == list(VARIANTS)
@@ -32,6 +32,8 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
         assert sum(h["steps"] for h in history) == 3, "pamlm.max_steps caps PA-MLM"
         assert (tmp_path / f"seed{seed}" / "pamlm-input" / "metrics.json").is_file()
     assert not (tmp_path / "seed0" / "pamlm-no-prompts").exists()
+    ctrl = json.loads((tmp_path / "seed0" / "ctrl-pretrain" / "metrics.json").read_text())
+    assert ctrl["stage"] == "ctrl" and sum(h["steps"] for h in ctrl["history"]) == 3, "the CTRL variant's pretraining"
 
     base_auc = rows["ctr"]["test_auc"]
     labels = pq.read_table(base / "data" / "test.parquet")["label"].to_numpy()

@@ -10,4 +10,5 @@ STAGES: Registry = Registry("stage", {
     "pamlm": "cp_dist.training.stages.pamlm:PAMLM",
     "with_plm": "cp_dist.training.stages.finetune:FinetuneWithPLM",
     "without_plm": "cp_dist.training.stages.ctr:FinetuneWithoutPLM",
+    "ctrl": "cp_dist.training.stages.ctrl:CTRLPretraining",
 })
