@@ -57,22 +57,22 @@ def _with_prompt(config: Config, overrides: dict) -> Config:
 def _run_variant(data_dir: Path, seed_dir: Path, config: Config, name: str, progress: Callable[[str], None]) -> dict:
     variant = VARIANTS[name]
     config = _with_prompt(config, variant.prompt)
-    pretrain_seconds, start, value_gap = 0.0, None, None
+    pretrain_seconds, start, pretrain_valid = 0.0, None, {}
     if variant.pretrain_run is not None:
         pretraining = RunDir(seed_dir / variant.pretrain_run)
         if not pretraining.finished:
             what = f"PA-MLM ({config.prompt.placement} prompts)" if variant.pretrain_stage == "pamlm" else variant.pretrain_stage
             progress(f"[seed {config.train.seed}] {what} -> {pretraining.path}")
         pretrained = train(StageJob(variant.pretrain_stage, data_dir, pretraining.path, config))
-        pretrain_seconds, start = pretrained["train_seconds"], pretraining.checkpoint
-        value_gap = pretrained["valid"].get("mlm_value_gap")
+        pretrain_seconds, start, pretrain_valid = pretrained["train_seconds"], pretraining.checkpoint, pretrained["valid"]
     run = RunDir(seed_dir / name)
     if not run.finished:
         progress(f"[seed {config.train.seed}] {name}: {variant.description} -> {run.path}")
     metrics = train(StageJob(variant.stage, data_dir, run.path, config, init_from=start))
     return {"seed": config.train.seed, "run": str(run.path), "test": metrics["test"], "valid": metrics["valid"],
             "best_epoch": metrics["best_epoch"], "train_seconds": metrics["train_seconds"], "pretrain_seconds": pretrain_seconds,
-            "fusion_weight": metrics["model_info"].get("fusion_weight"), "mlm_value_gap": value_gap,
+            "fusion_weight": metrics["model_info"].get("fusion_weight"), "mlm_value_gap": pretrain_valid.get("mlm_value_gap"),
+            "retrieval_at_1": pretrain_valid.get("retrieval_at_1"), "retrieval_chance": pretrain_valid.get("retrieval_chance"),
             "predictions": run.predictions()}
 
 
@@ -101,6 +101,8 @@ def _summarize(runs: dict[str, list[dict]], seeds: Sequence[int], config: Config
                "seconds": [r["train_seconds"] + r["pretrain_seconds"] for r in variant_runs],
                "fusion_weight": [r["fusion_weight"] for r in variant_runs],
                "mlm_value_gap": [r["mlm_value_gap"] for r in variant_runs],
+               "retrieval_at_1": [r["retrieval_at_1"] for r in variant_runs],
+               "retrieval_chance": variant_runs[0]["retrieval_chance"],
                "auc_ctr_tower": [r["test"].get("auc_ctr") for r in variant_runs],
                "auc_plm_shuffled": [r["test"].get("auc_plm_shuffled") for r in variant_runs],
                "long_tail": _long_tail(labels, predictions, masks)}
@@ -168,6 +170,9 @@ def format_comparison(payload: dict) -> str:
             f"{_optional(row['mlm_value_gap'])} | {_optional(row['auc_ctr_tower'], 4)} | {_optional(row['auc_plm_shuffled'], 4)} | "
             f"{statistics.mean(row['seconds']):.0f} |"
         )
+    lines += [f"\n{row['variant']}: its CTRL pretraining ranks a row's own text first among {1 / row['retrieval_chance']:.0f} "
+              f"valid rows' for {_optional(row['retrieval_at_1'])} of them (chance {row['retrieval_chance']:.3f})."
+              for row in payload["rows"] if row.get("retrieval_chance")]
     thresholds = payload["long_tail_thresholds"]
     lines += ["", f"Test AUC by long-tail user x long-tail item, mean over seeds. Long tail: ids seen at most "
               f"{thresholds['user']} (users) / {thresholds['item']} (items) times in training (the least frequent ids "

@@ -34,6 +34,7 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
     assert not (tmp_path / "seed0" / "pamlm-no-prompts").exists()
     ctrl = json.loads((tmp_path / "seed0" / "ctrl-pretrain" / "metrics.json").read_text())
     assert ctrl["stage"] == "ctrl" and sum(h["steps"] for h in ctrl["history"]) == 3, "the CTRL variant's pretraining"
+    assert rows["ctrl"]["retrieval_at_1"][0] == ctrl["valid"]["retrieval_at_1"]
 
     base_auc = rows["ctr"]["test_auc"]
     labels = pq.read_table(base / "data" / "test.parquet")["label"].to_numpy()
