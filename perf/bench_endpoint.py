@@ -78,7 +78,7 @@ def _in_process(ranker: Ranker, requests: list[dict], seconds: float) -> dict:
             "encode_p50_ms": 1e3 * float(np.median(encode))}
 
 
-async def _load(url: str, requests: list[dict], clients: int, seconds: float) -> dict:
+async def _load(url: str, requests: list[dict], clients: int, seconds: float, replicas: int) -> dict:
     """`clients` concurrent clients, each sending one request after another for `seconds`."""
     import aiohttp
 
@@ -110,11 +110,12 @@ async def _load(url: str, requests: list[dict], clients: int, seconds: float) ->
         await asyncio.gather(*(client(session, i, started + seconds) for i in range(clients)))
         elapsed = time.perf_counter() - started
         after = await (await session.get(f"{url}/ready")).json()
-    scored = after["requests_scored"] - before["requests_scored"]
+    # the counters are the answering replica's: with several, the two readings may come from different ones
     passes = after["forward_passes"] - before["forward_passes"]
+    per_pass = (after["requests_scored"] - before["requests_scored"]) / max(passes, 1) if replicas == 1 else None
     return {"concurrency": clients, "requests": len(latencies), "errors": sum(errors.values()), "error_kinds": errors,
             "seconds": elapsed, "requests_per_s": len(latencies) / elapsed, **_percentiles(latencies or [float("nan")]),
-            "requests_per_forward_pass": scored / max(passes, 1)}
+            "requests_per_forward_pass": per_pass}
 
 
 def main() -> None:
@@ -152,7 +153,7 @@ def main() -> None:
     startup_s = time.perf_counter() - started
     levels = []
     for clients in args.concurrency:
-        levels.append(asyncio.run(_load(url, requests, clients, args.seconds)))
+        levels.append(asyncio.run(_load(url, requests, clients, args.seconds, args.replicas)))
         level = levels[-1]
         print(f"{clients:>4} clients: {level['requests_per_s']:8.1f} requests/s  p50 {level['p50_ms']:8.2f} ms  "
               f"p99 {level['p99_ms']:8.2f} ms  errors {level['errors']}", flush=True)
@@ -184,11 +185,15 @@ def _summary(result: dict) -> str:
         f"{floor['p99_ms']:.2f} | {floor['p999_ms']:.2f} | 1 | 1.00x |",
     ]
     lines += [f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.2f} | "
-              f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['requests_per_forward_pass']:.1f} | "
+              f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {_per_pass(r)} | "
               f"{r['p50_ms'] / floor['p50_ms']:.2f}x |" for r in result["levels"]]
     lines += ["", f"In process, encoding a request (host side): p50 {floor['encode_p50_ms']:.3f} ms. "
               f"Endpoint start-up: {result['startup_s']:.0f} s.", "", f"Command: `{result['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _per_pass(level: dict) -> str:
+    return "–" if level["requests_per_forward_pass"] is None else f"{level['requests_per_forward_pass']:.1f}"
 
 
 def _plot(result: dict, path: Path) -> None:

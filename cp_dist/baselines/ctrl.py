@@ -25,6 +25,8 @@ from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm
 
 
 class CTRL(nn.Module):
+    """The CTR model beside a text encoder, each with a projection into the shared space."""
+
     reads_text = True
 
     def __init__(self, ctr: CTRModel, encoder: PromptedEncoder, projection_dim: int):
@@ -52,18 +54,17 @@ class CTRL(nn.Module):
         return [*self.ctr.head.parameters(), *(p for p in self.encoder.mlm_head.parameters() if id(p) not in shared)]
 
 
-def contrastive_logits(pairs: torch.Tensor, temperature: float, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [2B, W * B], targets [2B]) of this rank's B rows against the whole global batch:
-    ids -> every text, then text -> every ids vector. The gathered vectors keep their gradients
-    (autograd all_gather), so the mean of the ranks' losses is the global batch's loss, whatever
-    the world size."""
-    ctr, text = pairs[:, 0], pairs[:, 1]
+def contrastive_logits(pairs: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [2B, W * B], targets [2B]) of this rank's B rows (rank r holds rows r*B to (r+1)*B
+    of the global batch, as every BatchSource slices it) against the whole global batch: ids ->
+    every text, then text -> every ids vector. The gathered vectors keep their gradients (autograd
+    all_gather), so the mean of the ranks' losses is the global batch's loss, whatever the world size."""
+    rank = 0
+    everyone = pairs
     if dist.is_initialized() and dist.get_world_size() > 1:
-        all_ctr, all_text = torch.cat(dist_nn.all_gather(ctr)), torch.cat(dist_nn.all_gather(text))
-    else:
-        all_ctr, all_text = ctr, text
+        rank, everyone = dist.get_rank(), torch.cat(dist_nn.all_gather(pairs))
     targets = torch.arange(len(pairs), device=pairs.device) + rank * len(pairs)
-    logits = torch.cat([ctr @ all_text.T, text @ all_ctr.T]) / temperature
+    logits = torch.cat([pairs[:, 0] @ everyone[:, 1].T, pairs[:, 1] @ everyone[:, 0].T]) / temperature
     return logits, torch.cat([targets, targets])
 
 

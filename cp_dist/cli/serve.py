@@ -41,7 +41,9 @@ Requests arriving within --batch-wait-ms share one forward pass, up to --max-bat
     )
     p.add_argument("run", type=Path, metavar="RUN", help="a finished train-ctr or finetune run directory")
     p.add_argument("--data", type=Path, required=True, help="the prepared directory it was trained on")
-    p.add_argument("--host", default=defaults.host, help="address to listen on (default: %(default)s, loopback only)")
+    p.add_argument("--host", default=defaults.host, help="the endpoint's address (default: %(default)s). Ray's own ports listen on the "
+                   "host's address whatever this says: on a machine others can reach, run inside a network "
+                   "namespace or behind a firewall")
     p.add_argument("--port", type=int, default=defaults.port, help="(default: %(default)s)")
     p.add_argument("--replicas", type=int, default=defaults.replicas, help="model replicas (default: %(default)s)")
     p.add_argument("--replica-cpus", type=float, default=defaults.replica_cpus,

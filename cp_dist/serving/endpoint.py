@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import threading
 from dataclasses import asdict
@@ -28,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cp_dist.errors import UserError
-from cp_dist.serving.ranking import Ranker
+from cp_dist.serving.ranking import Ranker, concat_inputs
 from cp_dist.serving.settings import ServeSettings
 
 APP_NAME = "cp-dist"
@@ -55,7 +56,7 @@ def _scalar(value: object) -> bool:
 def parse_body(body: bytes) -> dict:
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # ValueError: bad JSON, or a 5,000-digit number
         raise BadRequest(f"the body is not JSON ({err})") from None
     if not isinstance(payload, dict):
         raise BadRequest(f"the body is {_kind(payload)}; expected a JSON object")
@@ -100,39 +101,24 @@ def parse_score(payload: dict, max_candidates: int) -> list[dict]:
     return [_fields(c, f"candidates[{i}]") for i, c in enumerate(candidates)]
 
 
-def concat_inputs(requests: list[tuple[torch.Tensor, ...]], pad_token_id: int) -> tuple[torch.Tensor, ...]:
-    """Several requests' model inputs as one batch; token ids padded to the longest request."""
-    if len(requests[0]) == 1:
-        return (torch.cat([r[0] for r in requests]),)
-    longest = max(r[1].shape[1] for r in requests)
-
-    def pad(tensor: torch.Tensor, value: int) -> torch.Tensor:
-        return torch.nn.functional.pad(tensor, (0, longest - tensor.shape[1]), value=value)
-
-    return (torch.cat([r[0] for r in requests]), torch.cat([pad(r[1], pad_token_id) for r in requests]),
-            torch.cat([pad(r[2], 0) for r in requests]))
-
-
 @serve.deployment
 class RankingService:
     """One replica: the run's model, the item catalogue and the request batching."""
 
     def __init__(self, run_dir: str, data_dir: str, settings: ServeSettings):
         torch.set_num_threads(settings.threads)
-        torch.set_grad_enabled(False)
         self.settings, self.run_dir = settings, run_dir
         self.ranker = Ranker.from_run(Path(run_dir), Path(data_dir), settings.device)
         if settings.compile:
             self.ranker.scorer.model = torch.compile(self.ranker.scorer.model, dynamic=True)
         self._forward.set_max_batch_size(settings.max_batch_size)
         self._forward.set_batch_wait_timeout_s(settings.batch_wait_ms / 1e3)
-        self.ranker.scorer.probabilities(*self.ranker.inputs(*self._warm_up_request()))  # compiles, if asked
-        self.requests_scored = self.forward_passes = 0  # their ratio: how much batching happens
-
-    def _warm_up_request(self) -> tuple[dict, list]:
-        table = self.ranker.catalogue.values
+        items = self.ranker.catalogue.values[self.ranker.catalogue.key.text_column].to_pylist()[1:]
         user = {f.name: 0 for _, f in self.ranker.request_fields}
-        return user, table[self.ranker.catalogue.key.text_column].to_pylist()[1:9]
+        for count in (1, 8):  # compiled, both kinds of graph: torch.compile treats a batch of 1 apart
+            self.ranker.score(user, items[:count])
+        # per replica: their ratio is how much batching happens (GET /ready reaches one replica)
+        self.requests_scored = self.forward_passes = 0
 
     async def __call__(self, request: Request) -> JSONResponse:
         path, method = request.url.path.rstrip("/") or "/", request.method
@@ -146,11 +132,24 @@ class RankingService:
         if path == "/ready":
             return JSONResponse(self.describe())
         try:
-            inputs = self._inputs(path, parse_body(await request.body()))
+            inputs = self._inputs(path, parse_body(await self._body(request)))
         except (BadRequest, UserError) as err:
             return JSONResponse({"error": str(err)}, status_code=getattr(err, "status", 400))
         scores = await self._forward(inputs) if inputs else np.zeros(0)
         return JSONResponse({"scores": scores.tolist()})
+
+    async def _body(self, request: Request) -> bytes:
+        """The body, refused (413) past settings.max_body_bytes before it is read when the client
+        says its length, or once read when it does not."""
+        limit = self.settings.max_body_bytes
+        too_large = BadRequest(f"the body is over {limit:,} bytes (max_candidates {self.settings.max_candidates})", status=413)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        body = await request.body()
+        if len(body) > limit:
+            raise too_large
+        return body
 
     def _inputs(self, path: str, payload: dict) -> tuple[torch.Tensor, ...] | None:
         """The model inputs of a /rank or /score request; None for a valid request with no candidates."""
@@ -180,8 +179,9 @@ class RankingService:
 
 
 def start(run_dir: Path, data_dir: Path, settings: ServeSettings) -> str:
-    """Checks the run here (clear errors before anything starts), then deploys it on the Ray
-    cluster this process is connected to (a local one if none); returns the endpoint's URL."""
+    """Checks the run here (clear errors before anything starts: the model and catalogue are built
+    once in this process), then deploys it on the Ray cluster this process is connected to, the one
+    RAY_ADDRESS names, or a new local one; returns the endpoint's URL."""
     ranker = Ranker.from_run(run_dir, data_dir)
     if ranker.scorer.reads_text and not settings.with_plm:
         raise UserError(f"{run_dir}: a with-PLM run runs its language model on every request; serve it with "
@@ -197,14 +197,18 @@ def start(run_dir: Path, data_dir: Path, settings: ServeSettings) -> str:
 
 
 def serve_until_stopped(run_dir: Path, data_dir: Path, settings: ServeSettings) -> None:
-    """`cp-dist serve`: starts the endpoint, serves until SIGINT or SIGTERM, then shuts it down."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    """`cp-dist serve`: starts the endpoint, serves until SIGINT or SIGTERM, then removes it (and
+    the local Ray cluster it started; on a shared cluster, only its own application)."""
+    shared_cluster = bool(os.environ.get("RAY_ADDRESS"))
     url = start(run_dir, data_dir, settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after start: ray.init installs a SIGTERM handler of its own
+        signal.signal(sig, lambda *_: stop.set())
     print(f"serving {run_dir} at {url} (POST /rank, POST /score, GET /health, GET /ready); Ctrl-C stops", flush=True)
     try:
         stop.wait()
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        serve.delete(APP_NAME)
+        if not shared_cluster:
+            serve.shutdown()
+            ray.shutdown()

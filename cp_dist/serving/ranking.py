@@ -27,8 +27,6 @@ from cp_dist.data.schema import MISSING_VALUE
 from cp_dist.errors import UserError
 from cp_dist.serving.scorer import Scorer, ValueIndex
 
-UNKNOWN_ITEM = 0
-
 
 class ItemCatalogue:
     """Every item's field indices (one array) and readable values, by the item key's raw value."""
@@ -64,7 +62,7 @@ class ItemCatalogue:
         return len(self.indices) - 1
 
     def rows(self, items: Sequence[object]) -> np.ndarray:
-        """Each item's catalogue row; UNKNOWN_ITEM for keys the data never held."""
+        """Each item's catalogue row; 0 (the unknown item) for keys the data never held."""
         try:
             return np.fromiter(map(self._rows.__getitem__, items), np.int64, len(items))
         except TypeError:  # an unhashable item: a list, a dict
@@ -100,11 +98,11 @@ class Ranker:
     def inputs(self, user: Mapping[str, object], items: Sequence[object]) -> tuple[torch.Tensor, ...]:
         """The model's inputs for a request: ids, and for a with-PLM model token ids and mask."""
         request_row = self.encode_user(user)
-        rows = torch.from_numpy(self.catalogue.rows(items)).to(self.scorer.device)
-        ids = self._item_indices.index_select(0, rows) + request_row  # only the rows cross to the device
-        if not self.scorer.reads_text:
+        rows = self.catalogue.rows(items)
+        ids = self._item_indices.index_select(0, torch.from_numpy(rows).to(self.scorer.device)) + request_row
+        if not self.scorer.reads_text:  # only the row numbers crossed to the device
             return (ids,)
-        return ids, *self.scorer.tokens(self._text_columns(user, items, rows.cpu().numpy()))
+        return ids, *self.scorer.tokens(self._text_columns(user, items, rows))
 
     def _text_columns(self, user: Mapping[str, object], items: Sequence[object], rows: np.ndarray) -> pa.Table:
         columns = {f.text_column: pa.array([str(user[f.name])] * len(items)) for _, f in self.request_fields}
@@ -118,3 +116,17 @@ class Ranker:
             self.encode_user(user)  # a bad user is still an error
             return np.zeros(0, dtype=np.float32)
         return self.scorer.probabilities(*self.inputs(user, items))
+
+
+def concat_inputs(requests: list[tuple[torch.Tensor, ...]], pad_token_id: int) -> tuple[torch.Tensor, ...]:
+    """Several requests' model inputs as one batch (the endpoint's dynamic batching); token ids
+    padded to the longest request, with attention mask 0 there."""
+    if len(requests[0]) == 1:
+        return (torch.cat([r[0] for r in requests]),)
+    longest = max(r[1].shape[1] for r in requests)
+
+    def pad(tensor: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(tensor, (0, longest - tensor.shape[1]), value=value)
+
+    return (torch.cat([r[0] for r in requests]), torch.cat([pad(r[1], pad_token_id) for r in requests]),
+            torch.cat([pad(r[2], 0) for r in requests]))

@@ -31,7 +31,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     prepare("ml-1m", base / "raw", base / "data")
     tokenize_splits(base / "data", str(plm), max_length=48)
     settings = [f"prompt.plm={plm}", "prompt.max_length=48", "prompt.num_prompts=2", "ctr.mlp=[32]", "ctr.cross_layers=1",
-                "pamlm.global_batch_size=128", "finetune.global_batch_size=128", "finetune.epochs=1", "train.epochs=1"]
+                "pamlm.global_batch_size=128", "finetune.global_batch_size=128", "finetune.epochs=1", "train.epochs=1",
+                "ctrl.diagnose_rows=128"]
     return base, settings
 
 

@@ -18,9 +18,8 @@ from cp_dist.config import load_config
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.errors import UserError
-from cp_dist.serving.endpoint import concat_inputs
 from cp_dist.serving.loopback import run_on_loopback
-from cp_dist.serving.ranking import Ranker
+from cp_dist.serving.ranking import Ranker, concat_inputs
 from cp_dist.serving.scorer import Scorer, export_ctr
 from cp_dist.training.evaluate import predict
 from tests.clickprompt.conftest import run
@@ -176,6 +175,8 @@ def test_endpoint_ranks_rejects_bad_requests_and_keeps_serving(runs, tmp_path: P
     rank = {"method": "POST", "path": "/rank", "body": {"user": user, "items": items}}
     bad = [
         ({"path": "/rank", "raw": "{not json"}, 400, "the body is not JSON"),
+        ({"path": "/rank", "raw": '{"items": [' + "9" * 5000 + "]}"}, 400, "the body is not JSON"),
+        ({"path": "/rank", "raw": " " * 120_000}, 413, "the body is over 116,736 bytes"),
         ({"path": "/rank", "body": [user]}, 400, "the body is an array; expected a JSON object"),
         ({"path": "/rank", "body": {"items": items}}, 400, "missing 'user'"),
         ({"path": "/rank", "body": {"user": {k: v for k, v in user.items() if k != field}, "items": items}}, 400,

@@ -12,8 +12,11 @@ from torch import nn
 
 from cp_dist.baselines.ctrl import contrastive_logits
 from cp_dist.clickprompt.model import freeze
+from cp_dist.config import Config
 from cp_dist.data.loader import Batch, SplitLoader
+from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.engines import Engine
+from cp_dist.errors import UserError
 from cp_dist.training.stages.clickprompt import ClickPromptStage
 
 
@@ -33,8 +36,16 @@ class CTRLPretraining(ClickPromptStage):
         with self.autocast():
             return model(batch.ids, batch.input_ids, batch.attention_mask).float()
 
+    @classmethod
+    def check(cls, config: Config, data_dir: Path, init_from: Path | None) -> None:
+        super().check(config, data_dir, init_from)
+        rows, nproc = config.ctrl.diagnose_rows, config.distributed.nproc
+        if rows % nproc or rows > DatasetMeta.load(data_dir).splits["valid"]["rows"]:
+            raise UserError(f"ctrl.diagnose_rows {rows}: expected a multiple of distributed.nproc {nproc}, "
+                            "at most the valid split's rows")
+
     def loss(self, model: Engine, batch: Batch, step: int) -> torch.Tensor:
-        logits, targets = contrastive_logits(self.pairs(model, batch), self.settings.temperature, self.rank.rank)
+        logits, targets = contrastive_logits(self.pairs(model, batch), self.settings.temperature)
         return F.cross_entropy(logits, targets)
 
     @torch.no_grad()
@@ -46,7 +57,7 @@ class CTRLPretraining(ClickPromptStage):
         loader = SplitLoader(data_dir, "valid", global_batch_size=rows, rank=self.rank.rank,
                              world_size=self.rank.world_size, text=True)
         pairs = self.pairs(model, next(iter(loader)))
-        logits, targets = contrastive_logits(pairs, self.settings.temperature, self.rank.rank)
+        logits, targets = contrastive_logits(pairs, self.settings.temperature)
         totals = torch.stack([F.cross_entropy(logits, targets, reduction="sum") / 2,
                               (logits[: len(pairs)].argmax(1) == targets[: len(pairs)]).sum().float()])
         if dist.is_initialized():
