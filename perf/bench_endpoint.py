@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--max-ongoing-requests", type=int, default=ServeSettings.max_ongoing_requests)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, in process and per replica")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--results", type=Path, default=Path("perf/results"))
@@ -141,7 +142,8 @@ def main() -> None:
 
     data = args.data or cache_root() / "prepared" / "ml-100k"
     settings = ServeSettings(port=args.port, replicas=args.replicas, threads=args.threads, max_batch_size=args.max_batch_size,
-                             batch_wait_ms=args.batch_wait_ms, max_candidates=max(args.candidates, 1))
+                             batch_wait_ms=args.batch_wait_ms, max_ongoing_requests=args.max_ongoing_requests,
+                             max_candidates=max(args.candidates, 1))
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     requests = _requests(data, args.candidates, 200)

@@ -80,7 +80,7 @@ MUTATIONS = [
              "F.normalize(self.text_projection(text), dim=-1)", "F.normalize(self.text_projection(text.detach()), dim=-1)",
              ("tests/clickprompt/test_ctrl.py::test_forward_and_backward",)),
     Mutation("ranking requests drop the user's fields", "cp_dist/serving/ranking.py",
-             "ids = self._item_indices.index_select(0, rows) + request_row", "ids = self._item_indices.index_select(0, rows)",
+             "torch.from_numpy(rows).to(self.scorer.device)) + request_row", "torch.from_numpy(rows).to(self.scorer.device))",
              ("tests/clickprompt/test_serving.py::test_ranking_requests_score_as_raw_rows",)),
     Mutation("batched requests' scores returned in the wrong order", "cp_dist/serving/endpoint.py",
              "return np.split(scores, np.cumsum([len(r[0]) for r in requests])[:-1])",
@@ -119,9 +119,12 @@ def run(mutation: Mutation, scratch: Path) -> tuple[bool, float]:
 
 
 def main() -> None:
+    """`python tests/mutants.py [WORD ...]`: every mutation, or those whose name holds one of the words."""
+    words = sys.argv[1:]
+    chosen = [m for m in MUTATIONS if not words or any(w in m.name for w in words)]
     rows, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cp_dist-mutants-") as scratch:
-        for mutation in MUTATIONS:
+        for mutation in chosen:
             caught, seconds = run(mutation, Path(scratch))
             rows.append((mutation, caught))
             print(f"{'caught  ' if caught else 'SURVIVED'} {seconds:6.1f} s  {mutation.name}", flush=True)

@@ -17,7 +17,9 @@ class ServeSettings:
     threads: int = 1  # torch threads per replica
     # requests per forward pass: at most max_batch_size * max_candidates rows (mind memory with the PLM)
     max_batch_size: int = 8
-    max_ongoing_requests: int = 32  # requests a replica holds at once (Serve's default, 5, caps batches at 5)
+    # requests a replica holds at once; past it the proxy backs off and retries, which at 64 clients cut
+    # throughput to a third here (perf/bench_endpoint.py); Serve's default, 5, would also cap batches at 5
+    max_ongoing_requests: int = 256
     batch_wait_ms: float = 2.0  # how long a forward pass waits for more requests
     max_candidates: int = 4096  # items (or raw candidates) per request; more get 413
     device: str = "cpu"  # "cuda": each replica holds a GPU, the model and the item catalogue on it

@@ -46,6 +46,21 @@ def main() -> int:
     log = open(Path(out_file).with_suffix(".log"), "w")  # noqa: SIM115 (open while the server runs)
     server = subprocess.Popen(server_command, stdout=log, stderr=subprocess.STDOUT)
     seen: dict = {"ready": None}
+    try:
+        probe(url, port, server, cases, seen)
+    finally:  # whatever happened, the server goes (SIGINT, as a user's Ctrl-C), and what was seen is kept
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        seen["exit_code"] = server.wait()
+        Path(out_file).write_text(json.dumps(seen))
+    return 0
+
+
+def probe(url: str, port: int, server: subprocess.Popen, cases: dict, seen: dict) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and server.poll() is None:
         try:
@@ -55,21 +70,13 @@ def main() -> int:
         except (urllib.error.URLError, ConnectionError):
             pass
         time.sleep(1)
-    if seen["ready"] is not None and seen["ready"]["status"] == 200:
-        seen["listening"] = listening_addresses(port)
-        seen["sequential"] = [send(url, case) for case in cases["sequential"]]
-        with ThreadPoolExecutor(len(cases["concurrent"])) as pool:
-            seen["concurrent"] = list(pool.map(lambda case: send(url, case), cases["concurrent"]))
-        seen["after"] = send(url, {"method": "GET", "path": "/ready"})
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    seen["exit_code"] = server.wait()
-    Path(out_file).write_text(json.dumps(seen))
-    return 0
+    if seen["ready"] is None or seen["ready"]["status"] != 200:
+        return
+    seen["listening"] = listening_addresses(port)
+    seen["sequential"] = [send(url, case) for case in cases["sequential"]]
+    with ThreadPoolExecutor(len(cases["concurrent"])) as pool:
+        seen["concurrent"] = list(pool.map(lambda case: send(url, case), cases["concurrent"]))
+    seen["after"] = send(url, {"method": "GET", "path": "/ready"})
 
 
 if __name__ == "__main__":
