@@ -135,7 +135,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("perf/results"))
     args = parser.parse_args()
     if os.environ.get(INSIDE) != "1":  # re-run on loopback only
-        done = run_on_loopback([sys.executable, *sys.argv], timeout=3600, env={**os.environ, INSIDE: "1"})
+        # no Ray token auth inside the loopback-only namespace (it would also leave ~/.ray/auth_token behind)
+        done = run_on_loopback([sys.executable, *sys.argv], timeout=3600, env={**os.environ, INSIDE: "1", "RAY_AUTH_MODE": "disabled"})
         sys.exit(done.returncode)
 
     from cp_dist.serving import endpoint

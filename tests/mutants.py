@@ -80,7 +80,7 @@ MUTATIONS = [
              "F.normalize(self.text_projection(text), dim=-1)", "F.normalize(self.text_projection(text.detach()), dim=-1)",
              ("tests/clickprompt/test_ctrl.py::test_forward_and_backward",)),
     Mutation("ranking requests drop the user's fields", "cp_dist/serving/ranking.py",
-             "torch.from_numpy(rows).to(self.scorer.device)) + request_row", "torch.from_numpy(rows).to(self.scorer.device))",
+             "ids = torch.from_numpy(self._item_indices[rows] + request_row)", "ids = torch.from_numpy(self._item_indices[rows])",
              ("tests/clickprompt/test_serving.py::test_ranking_requests_score_as_raw_rows",)),
     Mutation("batched requests' scores returned in the wrong order", "cp_dist/serving/endpoint.py",
              "return np.split(scores, np.cumsum([len(r[0]) for r in requests])[:-1])",

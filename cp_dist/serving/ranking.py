@@ -25,7 +25,7 @@ from cp_dist.data.columns import first_per_key
 from cp_dist.data.meta import SPLITS, DatasetMeta, FieldMeta
 from cp_dist.data.schema import MISSING_VALUE
 from cp_dist.errors import UserError
-from cp_dist.serving.scorer import Scorer, ValueIndex
+from cp_dist.serving.scorer import Scorer, ValueIndex, is_hashable
 
 
 class ItemCatalogue:
@@ -76,31 +76,45 @@ class Ranker:
 
     def __init__(self, scorer: Scorer, catalogue: ItemCatalogue):
         self.scorer, self.catalogue = scorer, catalogue
-        fields = scorer.vocabularies.fields
-        self.request_fields = [(k, f) for k, f in enumerate(fields) if f.side != "item"]
-        self._item_indices = torch.from_numpy(catalogue.indices).to(scorer.device)
+        vocabularies = scorer.vocabularies
+        self.request_fields = [(k, f) for k, f in enumerate(vocabularies.fields) if f.side != "item"]
+        self._lookups = [(k, f.name, vocabularies.index(f.name)) for k, f in self.request_fields]
+        # On the host the ids are built in numpy (a few microseconds a call where a torch op costs
+        # tens); on a GPU the catalogue lives there and only the row numbers cross.
+        self._on_host = scorer.device.type == "cpu"
+        self._item_indices = catalogue.indices if self._on_host else torch.from_numpy(catalogue.indices).to(scorer.device)
 
     @classmethod
     def from_run(cls, run_dir: Path, data_dir: Path, device: torch.device | str = "cpu") -> Ranker:
         scorer = Scorer.from_run(run_dir, data_dir, device)
         return cls(scorer, ItemCatalogue.from_data(data_dir))
 
-    def encode_user(self, user: Mapping[str, object]) -> torch.Tensor:
+    def encode_user(self, user: Mapping[str, object]) -> np.ndarray:
         """[F]: the user's (and context) fields' indices, zero in the item columns."""
-        row = np.zeros(len(self.scorer.vocabularies.fields), dtype=np.int64)  # numpy: a tenth of torch's per-item cost
-        for column, f in self.request_fields:
-            if f.name not in user:
-                expected = ", ".join(f.name for _, f in self.request_fields)
-                raise UserError(f"user has no field {f.name!r}; expected all of {expected}")
-            row[column] = self.scorer.vocabularies.lookup(f.name, user[f.name])
-        return torch.from_numpy(row).to(self.scorer.device)
+        row = np.zeros(len(self.scorer.vocabularies.fields), dtype=np.int64)
+        try:
+            for column, name, index in self._lookups:
+                row[column] = index[user[name]]
+        except KeyError:  # a field the user lacks (an unseen value maps to 0, never raises)
+            missing = next(name for _, name, _ in self._lookups if name not in user)
+            expected = ", ".join(name for _, name, _ in self._lookups)
+            raise UserError(f"user has no field {missing!r}; expected all of {expected}") from None
+        except TypeError:  # an unhashable value: a list, a dict
+            name = next(name for _, name, _ in self._lookups if not is_hashable(user[name]))
+            raise UserError(f"field {name!r}: a {type(user[name]).__name__} value; expected one value "
+                            "(a string or a number)") from None
+        return row
 
     def inputs(self, user: Mapping[str, object], items: Sequence[object]) -> tuple[torch.Tensor, ...]:
         """The model's inputs for a request: ids, and for a with-PLM model token ids and mask."""
         request_row = self.encode_user(user)
         rows = self.catalogue.rows(items)
-        ids = self._item_indices.index_select(0, torch.from_numpy(rows).to(self.scorer.device)) + request_row
-        if not self.scorer.reads_text:  # only the row numbers crossed to the device
+        if self._on_host:
+            ids = torch.from_numpy(self._item_indices[rows] + request_row)
+        else:
+            device = self.scorer.device
+            ids = self._item_indices.index_select(0, torch.from_numpy(rows).to(device)) + torch.from_numpy(request_row).to(device)
+        if not self.scorer.reads_text:
             return (ids,)
         return ids, *self.scorer.tokens(self._text_columns(user, items, rows))
 

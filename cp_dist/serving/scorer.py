@@ -41,7 +41,7 @@ class ValueIndex(dict):
         return 0 if isinstance(value, str) else self.get(str(value), 0)
 
 
-def _hashable(value: object) -> bool:
+def is_hashable(value: object) -> bool:
     try:
         hash(value)
     except TypeError:
@@ -83,16 +83,14 @@ class Vocabularies:
             except KeyError:
                 raise self._missing(rows, field.name) from None
             except TypeError:  # an unhashable value: a list, a dict
-                where = next(i for i, row in enumerate(rows) if not _hashable(row[field.name]))
+                where = next(i for i, row in enumerate(rows) if not is_hashable(row[field.name]))
                 raise UserError(f"candidate {where}, field {field.name!r}: a {type(rows[where][field.name]).__name__} "
                                 "value; expected one value (a string or a number)") from None
         return ids.T.copy()
 
-    def lookup(self, field: str, value: object) -> int:
-        """One value's index (0: never seen in training)."""
-        if not _hashable(value):
-            raise UserError(f"field {field!r}: a {type(value).__name__} value; expected one value (a string or a number)")
-        return self._indices[field][value]
+    def index(self, field: str) -> ValueIndex:
+        """One field's value -> index (0: never seen in training)."""
+        return self._indices[field]
 
     def text_columns(self, rows: Sequence[Row]) -> pa.Table:
         """The rows' readable values as the text template's columns."""

@@ -4,6 +4,7 @@ that matches, bad input named, and the HTTP endpoint (started for real, on loopb
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -200,7 +201,8 @@ def test_endpoint_ranks_rejects_bad_requests_and_keeps_serving(runs, tmp_path: P
               "--port", "8123", "--max-candidates", "50", "--max-batch-size", "8", "--batch-wait-ms", "200"]
     probe = [sys.executable, str(Path(__file__).with_name("endpoint_probe.py")), str(tmp_path / "cases.json"),
              str(tmp_path / "seen.json"), "--", *server]
-    probed = run_on_loopback(probe, timeout=600, cwd=Path(__file__).parents[2], capture_output=True, text=True)
+    probed = run_on_loopback(probe, timeout=600, cwd=Path(__file__).parents[2], capture_output=True, text=True,
+                             env={**os.environ, "RAY_AUTH_MODE": "disabled"})  # else Ray writes ~/.ray/auth_token
     assert (tmp_path / "seen.json").is_file(), probed.stderr[-3000:]
     seen = json.loads((tmp_path / "seen.json").read_text())
     assert seen["ready"] and seen["ready"]["status"] == 200, (seen["ready"], (tmp_path / "seen.log").read_text()[-3000:])

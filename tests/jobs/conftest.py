@@ -25,6 +25,9 @@ def run_ray_jobs(jobs: list[list[str]], logs: Path, timeout: int = 1200) -> list
         pytest.fail("unshare (util-linux) is needed to keep the test's Ray cluster on loopback")
     logs.mkdir(parents=True, exist_ok=True)
     lines = ["set -u", "ip link set lo up", f"export PATH={RAY.parent}:$PATH",  # `python` in a job: this environment's
+             # a token in ~/.ray (left by any earlier local Ray, e.g. the endpoint's) turns token
+             # auth on for `ray start` but not for `ray job submit`; this cluster is loopback-only
+             "export RAY_AUTH_MODE=disabled",
              f"{RAY} start --head --port=6390 --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats "
              f"> {logs}/ray-start.txt 2>&1 || exit 90"]
     for i, job in enumerate(jobs):
