@@ -88,6 +88,8 @@ class RunDir:
             write_json(path, settings)
             return
         then = {k: v for k, v in _flat(json.loads(path.read_text())).items() if k not in resumable}
+        # settings that cp_dist gained after the run started (a new config section): it cannot depend on them
+        now = {k: v for k, v in now.items() if k in then}
         if then != now:
             key = next(k for k in sorted(now | then) if now.get(k) != then.get(k))
             raise UserError(f"{self.path}: holds a run started with other settings ({key}: {then.get(key)!r} "
