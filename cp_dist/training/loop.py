@@ -197,7 +197,7 @@ def _metrics_text(metrics: dict) -> str:
         own, shuffled, none = (metrics[f"mlm_value_ce_{k}"] for k in ("own", "shuffled", "none"))
         return (f"masked-value CE {own:.3f} own / {shuffled:.3f} shuffled / {none:.3f} no prompts "
                 f"(gap {metrics['mlm_value_gap']:+.3f}), template CE {metrics['mlm_template_ce_own']:.3f}")
-    return ""
+    return ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())  # e.g. CTRL's retrieval_at_1
 
 
 def _epoch_line(stage: Stage, summary: dict) -> str:
