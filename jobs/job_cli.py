@@ -56,7 +56,7 @@ def prepared_data(dataset: str, config: Config, raw: Path | None, synthetic_rows
     """WORK/data: the prepared splits with the encoder's token ids, made once."""
     from cp_dist.data.prepare import prepare
     from cp_dist.data.synth import synth
-    from cp_dist.data.text import ensure_tokenized
+    from cp_dist.data.tokens import ensure_tokenized
 
     data = work / "data"
     if not (data / "meta.json").is_file():

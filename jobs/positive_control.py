@@ -25,7 +25,7 @@ from cp_dist.data.fetch import cache_root
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.prepare import prepare
 from cp_dist.data.synth import synth
-from cp_dist.data.text import ensure_tokenized
+from cp_dist.data.tokens import ensure_tokenized
 from cp_dist.training.comparison import format_comparison, run_comparison
 from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
 

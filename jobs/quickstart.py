@@ -25,7 +25,8 @@ from cp_dist.data.fetch import cache_root, fetch_raw
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.prepare import PrepareOptions, prepare
 from cp_dist.data.stats import format_stats
-from cp_dist.data.text import ensure_tokenized, render_text
+from cp_dist.data.text import render_text
+from cp_dist.data.tokens import ValueTokens, ensure_tokenized, text_ids
 from cp_dist.training.comparison import format_comparison, run_comparison
 from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
 
@@ -50,8 +51,8 @@ def main() -> None:
     print(f"raw files   {raw}\nprepared    {data}\n")
     print(format_stats(meta))
     row = pq.read_table(data / "test.parquet").slice(0, 1)
-    tokens = row["input_ids"][0].as_py()
-    print(f"\nfirst test row as the language model reads it ({len(tokens)} tokens, label {row['label'][0]}):")
+    _, mask, _ = ValueTokens.load(data).assemble(text_ids(row, meta.fields))
+    print(f"\nfirst test row as the language model reads it ({mask.sum()} tokens, label {row['label'][0]}):")
     print(f"  {render_text(row, meta.fields)[0].as_py()}\n")
 
     payload = run_comparison(data, args.out, config, seeds=args.seeds, variants=args.variants)

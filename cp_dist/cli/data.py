@@ -61,10 +61,12 @@ def _data_stats(args: argparse.Namespace) -> None:
 
 
 def _data_tokenize(args: argparse.Namespace) -> None:
-    from cp_dist.data.text import tokenize_splits
+    from cp_dist.data.tokens import tokenize_splits
 
     meta = tokenize_splits(args.data, args.tokenizer, max_length=args.max_length)
-    print(f"added column {meta.tokenizer['column']!r} ({args.tokenizer}, max_length {args.max_length}) to {args.data}")
+    counts = ", ".join(f"{name} {n:,}" for name, n in meta.tokenizer["distinct_values"].items())
+    print(f"tokenized the distinct values of each field ({counts}) with {args.tokenizer} into {args.data}/tokens.parquet; "
+          f"the splits hold each row's <field>_text_id columns (max_length {args.max_length})")
 
 
 def add_commands(commands) -> None:
@@ -125,9 +127,11 @@ def add_commands(commands) -> None:
 
     p = data_commands.add_parser(
         "tokenize",
-        help="add pre-tokenized text (input_ids) for a tokenizer to the Parquet splits",
-        description="Renders each row as '<field> is <value>.' phrases and stores the token ids, so training "
-        "never tokenizes in its hot loop. Files are rewritten atomically.",
+        help="tokenize each field's distinct values once, for the text view '<field> is <value>.'",
+        description="Tokenizes every distinct readable value of every field once (as ' <value>.') into "
+        "tokens.parquet and adds a <field>_text_id column per field to the Parquet splits; the loader "
+        "assembles each row's token ids from them, identical to tokenizing the row text (checked here on "
+        "256 rows of each split), so training never tokenizes in its hot loop. Files are rewritten atomically.",
     )
     p.add_argument("--data", type=Path, required=True, help="prepared directory")
     p.add_argument("--tokenizer", default="minilm", help="'minilm' (the bundled default), a HF name or a local path")

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cp_dist.data.meta import DatasetMeta
-from cp_dist.data.text import FIELDS_COLUMN, TEMPLATE, TOKENIZATION_VERSION, TOKENS_COLUMN, pad_token_lists
+from cp_dist.data.tokens import TOKENIZATION_VERSION, ValueTokens, text_ids
 from cp_dist.errors import UserError
 
 
@@ -87,7 +87,8 @@ class SplitLoader:
         splits = [split] if isinstance(split, str) else list(split)
         self.files = [pq.ParquetFile(self.meta.split_path(data_dir, name)) for name in splits]
         self.row_groups = [(f, g) for f in self.files for g in range(f.num_row_groups)]
-        self.columns = [f.name for f in self.meta.fields] + ["label"] + ([TOKENS_COLUMN, FIELDS_COLUMN] if text else [])
+        self.tokens = ValueTokens.load(data_dir) if text else None
+        self.columns = [f.name for f in self.meta.fields] + ["label"] + ([f.text_id_column for f in self.meta.fields] if text else [])
         self.global_batch_size, self.rank, self.world_size = global_batch_size, rank, world_size
         self.shuffle, self.seed, self.drop_last, self.text = shuffle, seed, drop_last, text
         self.window_row_groups = window_row_groups
@@ -141,9 +142,8 @@ class SplitLoader:
         ids = np.stack([part[f.name].to_numpy() for f in self.meta.fields], axis=1).astype(np.int64)
         labels = torch.from_numpy(part["label"].to_numpy().astype(np.float32))
         batch = Batch(torch.from_numpy(ids), labels, num_valid=num_valid)
-        if self.text:
-            tokens, mask = pad_token_lists(part[TOKENS_COLUMN], self.meta.tokenizer["pad_token_id"] or 0)
-            fields, _ = pad_token_lists(part[FIELDS_COLUMN], TEMPLATE)
+        if self.tokens is not None:
+            tokens, mask, fields = self.tokens.assemble(text_ids(part, self.meta.fields))
             batch.input_ids, batch.attention_mask = torch.from_numpy(tokens), torch.from_numpy(mask)
             batch.token_fields = torch.from_numpy(fields)
         return batch

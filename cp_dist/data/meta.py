@@ -28,6 +28,11 @@ class FieldMeta:
     def text_column(self) -> str:
         return f"{self.name}_text"
 
+    @property
+    def text_id_column(self) -> str:
+        """Row of this field's readable value in the token table (data.tokens)."""
+        return f"{self.name}_text_id"
+
 
 @dataclass(frozen=True)
 class DatasetMeta:

@@ -1,29 +1,21 @@
-"""The text view of a row ("User ID is 1. Gender is female. ...") and its pre-tokenized form.
+"""The text view of a row ("User ID is 1. Gender is female. ...") and how its tokens map to fields.
 
-Beside each row's token ids, `token_fields` records for every token the field whose value it spells
+Beside a row's token ids, its token fields record for every token the field whose value it spells
 (-1 for the template: field names, "is", ".", special tokens). PA-MLM masks whole field values with
-it, and the alignment diagnostics tell value tokens from template tokens.
+them, and the alignment diagnostics tell value tokens from template tokens. data.tokens stores and
+assembles both from per-value tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
-from cp_dist.data.meta import SPLITS, DatasetMeta, FieldMeta
-from cp_dist.errors import UserError
-from cp_dist.io import atomic_file
-from cp_dist.pretrained import load_tokenizer
+from cp_dist.data.meta import FieldMeta
 
-TOKENS_COLUMN = "input_ids"
-FIELDS_COLUMN = "token_fields"
-TOKENIZATION_VERSION = 2  # 2: token_fields beside input_ids
 TEMPLATE = -1  # token_fields of a token that belongs to no field's value
 
 
@@ -59,56 +51,6 @@ def token_fields(encoding, starts: np.ndarray, ends: np.ndarray) -> list[np.ndar
     inside = (token_start >= starts[rows]) & (token_start < ends[rows]) & ~special[:, None]
     field = np.where(inside.any(1), inside.argmax(1), TEMPLATE).astype(np.int8)
     return np.split(field, np.cumsum(lengths)[:-1])
-
-
-def ensure_tokenized(data_dir: Path, tokenizer_name: str, max_length: int) -> DatasetMeta:
-    """The prepared data's metadata, its splits tokenized with this tokenizer and length first if
-    they are not already."""
-    meta = DatasetMeta.load(data_dir)
-    wanted = {"name": tokenizer_name, "max_length": max_length, "version": TOKENIZATION_VERSION}
-    if meta.tokenizer is None or {k: meta.tokenizer.get(k) for k in wanted} != wanted:
-        meta = tokenize_splits(data_dir, tokenizer_name, max_length=max_length)
-    return meta
-
-
-def tokenize_splits(data_dir: Path, tokenizer_name: str, *, max_length: int = 128, batch_rows: int = 8192) -> DatasetMeta:
-    """Adds `input_ids` and `token_fields` list columns to every split, rewriting each file atomically."""
-    meta = DatasetMeta.load(data_dir)
-    tokenizer = load_tokenizer(tokenizer_name)
-    if not tokenizer.is_fast:
-        raise UserError(f"{tokenizer_name}: a slow (Python) tokenizer; cp_dist needs a fast one for token offsets")
-    for split in SPLITS:
-        path = meta.split_path(data_dir, split)
-        source = pq.ParquetFile(path)
-        with atomic_file(path) as tmp, pq.ParquetWriter(tmp, _with_tokens(source.schema_arrow), compression="zstd") as out:
-            progress = tqdm(total=source.metadata.num_rows, desc=f"tokenize {split}", unit="rows", disable=None)
-            for group in range(source.num_row_groups):
-                table = source.read_row_group(group).drop_columns([c for c in (TOKENS_COLUMN, FIELDS_COLUMN)
-                                                                   if c in source.schema_arrow.names])
-                texts = render_text(table, meta.fields).to_pylist()
-                ids, fields = [], []
-                for start in range(0, len(texts), batch_rows):
-                    chunk = table.slice(start, batch_rows)
-                    encoding = tokenizer(texts[start : start + batch_rows], truncation=True, max_length=max_length,
-                                         return_offsets_mapping=True, return_special_tokens_mask=True)
-                    ids += encoding["input_ids"]
-                    fields += token_fields(encoding, *value_spans(chunk, meta.fields))
-                table = table.append_column(TOKENS_COLUMN, pa.array(ids, pa.list_(pa.int32())))
-                out.write_table(table.append_column(FIELDS_COLUMN, pa.array(fields, pa.list_(pa.int8()))))
-                progress.update(table.num_rows)
-            progress.close()
-    tokenizer_meta = {"name": tokenizer_name, "max_length": max_length, "column": TOKENS_COLUMN,
-                      "pad_token_id": tokenizer.pad_token_id, "version": TOKENIZATION_VERSION}
-    updated = DatasetMeta(**{**meta.__dict__, "tokenizer": tokenizer_meta})
-    updated.save(data_dir)
-    return updated
-
-
-def _with_tokens(schema: pa.Schema) -> pa.Schema:
-    for column in (TOKENS_COLUMN, FIELDS_COLUMN):
-        if column in schema.names:
-            schema = schema.remove(schema.get_field_index(column))
-    return schema.append(pa.field(TOKENS_COLUMN, pa.list_(pa.int32()))).append(pa.field(FIELDS_COLUMN, pa.list_(pa.int8())))
 
 
 def pad_token_lists(lists: pa.Array, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from cp_dist.config import Config
 from cp_dist.data.prepare import prepare
 from cp_dist.data.synth import synth
-from cp_dist.data.text import tokenize_splits
+from cp_dist.data.tokens import tokenize_splits
 from cp_dist.plm.encoder import masked_lm_from_config
 from cp_dist.pretrained import load_tokenizer
 from cp_dist.runs import RunDir
