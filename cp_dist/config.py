@@ -81,6 +81,11 @@ class TrainConfig(StageConfig):
     init: str = choice("xavier", ("xavier", "torch"))
     seed: int = 0
     eval_batch_size: int = 8192
+    # the rows are cut into this many equal ranges, and every global batch (training and evaluation)
+    # draws evenly from them; rank r decodes only the ranges its slice draws from: about 1/W of the
+    # rows when the world size W divides it. 1: every rank decodes every row (the batches cp_dist's
+    # published figures were measured with). Both batch sizes must be multiples of it.
+    logical_shards: int = 1
     # each training id is replaced by the out-of-vocabulary index 0 with this probability, so that row
     # learns too (ids first seen after the training period map to it; PA-MLM also sees valid rows)
     oov_rate: float = 0.0

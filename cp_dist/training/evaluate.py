@@ -25,8 +25,9 @@ def evaluate(score: Callable[[Batch], torch.Tensor], batches: Iterable[Batch], d
     """AUC and LogLoss over every real row of every rank (padding rows are left out)."""
     auc, logloss = BinaryAUROC().to(device), MeanMetric().to(device)
     for batch in batches:
-        logits = score(batch)[: batch.num_valid]
-        labels = batch.labels[: batch.num_valid].to(device)
+        valid = batch.valid.to(device)
+        logits = score(batch)[valid]
+        labels = batch.labels.to(device)[valid]
         auc.update(torch.sigmoid(logits), labels.long())
         logloss.update(F.binary_cross_entropy_with_logits(logits, labels, reduction="none"))
     return {"auc": float(auc.compute()), "logloss": float(logloss.compute())}
@@ -35,20 +36,21 @@ def evaluate(score: Callable[[Batch], torch.Tensor], batches: Iterable[Batch], d
 @torch.no_grad()
 def predict(score: Callable[[Batch], torch.Tensor], batches: Iterable[Batch]) -> np.ndarray:
     """Probabilities (sigmoid of `score`'s logits, [rows] or [rows, outputs]) of every row of the
-    split, in row order, on every rank: each global batch's rank slices are gathered back together
-    (they are consecutive; padding only at the end)."""
+    split, in row order, on every rank: each global batch's rank slices are gathered with their row
+    numbers, and the rows put back in file order (padding left out)."""
     world = dist.get_world_size() if dist.is_initialized() else 1
-    parts = []
+    parts, rows = [], []
     for batch in batches:
         probabilities = torch.sigmoid(score(batch).float())
-        rows = torch.tensor(batch.num_valid, device=probabilities.device)
+        index = batch.row_index.to(probabilities.device)
         if world > 1:
-            slices = [torch.empty_like(probabilities) for _ in range(world)]
-            dist.all_gather(slices, probabilities)
-            dist.all_reduce(rows)
-            probabilities = torch.cat(slices)
-        parts.append(probabilities[: int(rows)].cpu().numpy())
-    return np.concatenate(parts)
+            gathered = [torch.empty_like(probabilities) for _ in range(world)], [torch.empty_like(index) for _ in range(world)]
+            dist.all_gather(gathered[0], probabilities)
+            dist.all_gather(gathered[1], index)
+            probabilities, index = torch.cat(gathered[0]), torch.cat(gathered[1])
+        parts.append(probabilities[index >= 0].cpu().numpy())
+        rows.append(index[index >= 0].cpu().numpy())
+    return np.concatenate(parts)[np.argsort(np.concatenate(rows), kind="stable")]
 
 
 def click_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:

@@ -119,7 +119,8 @@ class Stage:
         size = self.settings.global_batch_size if training else self.config.train.eval_batch_size
         return SplitLoader(data_dir, list(split) if isinstance(split, tuple) else split, global_batch_size=size,
                            rank=self.rank.rank, world_size=self.rank.world_size, shuffle=training,
-                           seed=self.config.train.seed, drop_last=training, text=self.reads_text)
+                           seed=self.config.train.seed, drop_last=training, text=self.reads_text,
+                           logical_shards=self.config.train.logical_shards)
 
     def loss(self, model: Engine, batch: Batch, step: int) -> torch.Tensor:
         """The training loss of this rank's slice of global step `step`'s batch."""
