@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from math import gcd
@@ -201,7 +202,9 @@ class SplitLoader:
     def _batches(self) -> Iterator[Batch]:
         count = len(self.shards)
         per_shard, per_rank = self.global_batch_size // count, self.global_batch_size // self.world_size
-        readers = {s: _ShardReader(self, s) for s in self._shards_of_slice(per_shard, per_rank)}
+        shards = self._shards_of_slice(per_shard, per_rank)
+        groups = _RowGroups(self, [p for s in shards for p in self.shards[s]])
+        readers = {s: _ShardReader(self, s, groups) for s in shards}
         for reader in readers.values():
             reader.skip(min(self.skip, self._full_batches) * per_shard)
         for _ in range(self.skip, self._full_batches):
@@ -254,8 +257,8 @@ class _ShardReader:
     """One shard's rows in this epoch's order: its pieces shuffled, read `window_pieces` at a time,
     the rows of a window shuffled; take(n) hands out the next n rows."""
 
-    def __init__(self, loader: SplitLoader, shard: int):
-        self.loader, self.pieces = loader, loader.shards[shard]
+    def __init__(self, loader: SplitLoader, shard: int, groups: _RowGroups):
+        self.loader, self.pieces, self.groups = loader, loader.shards[shard], groups
         # One shard draws the stream cp_dist drew before logical shards; several are seeded apart.
         key = [loader.seed, loader.epoch] + ([shard] if len(loader.shards) > 1 else [])
         self.rng = np.random.default_rng(key)
@@ -269,7 +272,8 @@ class _ShardReader:
         while self.windows and rows >= (size := sum(p.rows for p in self.windows[0])):
             if self.loader.shuffle:
                 self.rng.permutation(size)  # the draw that window's rows would have taken
-            self.windows.pop(0)
+            for piece in self.windows.pop(0):
+                self.groups.release(piece)
             rows -= size
         if rows:
             self.take(rows)
@@ -286,12 +290,36 @@ class _ShardReader:
         return taken
 
     def _read(self, pieces: list[_Piece]) -> pa.Table:
-        loader = self.loader
         tables = []
         for p in pieces:
-            group = loader.files[p.file].read_row_group(p.group, columns=loader.columns)
-            loader.decoded_rows += group.num_rows
-            group = group.slice(p.start, p.rows)
+            group = self.groups.read(p).slice(p.start, p.rows)
             tables.append(group.append_column(ROW_COLUMN, pa.array(np.arange(p.first_row, p.first_row + p.rows))))
         window = pa.concat_tables(tables)
-        return window.take(self.rng.permutation(window.num_rows)) if loader.shuffle else window
+        return window.take(self.rng.permutation(window.num_rows)) if self.loader.shuffle else window
+
+
+class _RowGroups:
+    """Decodes the row groups of one rank's shards, each once per epoch: a group that two of its
+    shards share is kept until the second one has read its rows."""
+
+    def __init__(self, loader: SplitLoader, pieces: list[_Piece]):
+        self.loader = loader
+        self.pending = Counter((p.file, p.group) for p in pieces)
+        self.kept: dict[tuple[int, int], pa.Table] = {}
+
+    def read(self, piece: _Piece) -> pa.Table:
+        key = (piece.file, piece.group)
+        table = self.kept.get(key)
+        if table is None:
+            table = self.loader.files[piece.file].read_row_group(piece.group, columns=self.loader.columns)
+            self.loader.decoded_rows += table.num_rows
+            self.kept[key] = table
+        self.release(piece)
+        return table
+
+    def release(self, piece: _Piece) -> None:
+        """One fewer piece of this group to read (read now, or skipped on a resume)."""
+        key = (piece.file, piece.group)
+        self.pending[key] -= 1
+        if not self.pending[key]:
+            self.kept.pop(key, None)

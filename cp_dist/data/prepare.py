@@ -46,6 +46,8 @@ class PrepareOptions:
             raise UserError(f"--split {self.split!r}: expected 'time' or 'random'")
         if len(self.ratios) != 3 or min(self.ratios) <= 0 or abs(sum(self.ratios) - 1) > 1e-9:
             raise UserError(f"--ratios {self.ratios}: expected three positive fractions that sum to 1")
+        if self.row_group_rows < 1:
+            raise UserError(f"--row-group-rows {self.row_group_rows}: expected an integer >= 1")
         if self.min_count < 1:
             raise UserError(f"--min-count {self.min_count}: expected an integer >= 1")
 
