@@ -4,7 +4,8 @@ The row text (text.render_text) is template pieces around field values:
 'User ID is' + ' 90.' + ' Age is' + ' 60.' + ... Every piece ends where both WordPiece and byte-level
 BPE pre-tokenizers cut: a value piece starts with the space that BPE attaches to the next word, and
 ends with the template's '.', which merges with any trailing punctuation of the value ('Dr..')
-exactly as in the whole text. So each distinct value is tokenized once as ' <value>.', its row in a
+exactly as in the whole text. So each distinct value is tokenized once, as ' <value>.' (read after
+'is', so that offsets are trimmed as mid-text), its row in a
 token table (tokens.parquet) is stored per row and field (`<field>_text_id`) instead of the row's
 token ids, and the loader assembles a batch's ids with numpy: the same ids, truncation and special
 tokens as tokenizing the row text (`tokenize_splits` checks this on rows of every split and refuses a
@@ -61,6 +62,7 @@ class ValueTokens:
         encoded = tokenizer(templates, add_special_tokens=False)["input_ids"]
         pieces_ids = [np.asarray(ids, np.int64) for ids in encoded]
         pieces_fields = [np.full(len(ids), TEMPLATE, np.int8) for ids in encoded]
+        context = len(tokenizer("is", add_special_tokens=False)["input_ids"])
         value_offsets = []
         for k, field_values in enumerate(values):
             value_offsets.append(len(pieces_ids))
@@ -68,11 +70,15 @@ class ValueTokens:
             for first in tqdm(range(0, len(strings), _BATCH_VALUES), desc=f"tokenize {fields[k].name} values",
                               unit="batches", disable=None, leave=False):
                 batch = strings[first : first + _BATCH_VALUES]
-                encoding = tokenizer([f" {v}." for v in batch], add_special_tokens=False, return_offsets_mapping=True)
-                for value, ids, offsets in zip(batch, encoding["input_ids"], encoding["offset_mapping"]):
-                    token_start = np.asarray(offsets, np.int64).reshape(-1, 2)[:, 0]
-                    inside = (token_start >= 1) & (token_start < 1 + len(value))  # after the leading space
-                    pieces_ids.append(np.asarray(ids, np.int64))
+                # Read after the template's 'is' and with special tokens, both dropped below: the
+                # post-processor then trims the value's offsets as in the middle of the row text.
+                encoding = tokenizer([f"is {v}." for v in batch], return_offsets_mapping=True, return_special_tokens_mask=True)
+                for value, ids, offsets, special in zip(batch, encoding["input_ids"], encoding["offset_mapping"],
+                                                        encoding["special_tokens_mask"]):
+                    text = ~np.asarray(special, bool)
+                    token_start = np.asarray(offsets, np.int64).reshape(-1, 2)[text, 0][context:]
+                    inside = (token_start >= 3) & (token_start < 3 + len(value))  # after 'is '
+                    pieces_ids.append(np.asarray(ids, np.int64)[text][context:])
                     pieces_fields.append(np.where(inside, k, TEMPLATE).astype(np.int8))
         lengths = np.array([len(p) for p in pieces_ids], np.int64)
         marked = tokenizer("x", return_special_tokens_mask=True)
