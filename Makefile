@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test test-fast mutants bench-prepare bench-ctr-train bench-train bench-serve bench-endpoint bench-hybrid clean
+.PHONY: install run test test-fast mutants bench-prepare bench-ctr-train bench-train bench-serve bench-endpoint bench-hybrid bench-ingest clean
 
 install: $(STAMP)
 
@@ -59,6 +59,10 @@ bench-endpoint: install
 ## Hybrid engine per-rank memory and samples/s: 1 vs 2 ranks, ZeRO-3/2/0, MiniLM (~7 min).
 bench-hybrid: install
 	$(PY) perf/bench_hybrid.py --cases 1:3 2:3 2:2 2:0 --rows 300000 --set ctr.embedding_dim=32
+
+## Ingestion: per-value tokens against row-by-row tokenization, per-rank reading for 1-8 ranks (1M GoodReads lines; ~25 min).
+bench-ingest: install
+	$(PY) perf/bench_ingest.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
