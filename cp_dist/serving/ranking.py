@@ -14,6 +14,7 @@ the catalogue's readable values.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,11 @@ class ItemCatalogue:
         self.key = self.fields[self.columns[0]]
         self.values = values  # the item fields' text columns; row 0: the unknown item
         self.indices = indices  # [items + 1, F] int64
-        self._rows = ValueIndex(zip(values[self.key.text_column].to_pylist()[1:], range(1, len(indices)), strict=True))
+        keys = values[self.key.text_column].to_pylist()[1:]
+        self._rows = ValueIndex(zip(keys, range(1, len(indices)), strict=True))
+        # Each item's index row as bytes: a request's ids are one join of them, one pass over the
+        # candidates (a lookup, then a gather, is two, and the host's caches are cold between requests).
+        self._id_bytes = ValueIndex(zip(keys, map(np.ndarray.tobytes, indices[1:]), strict=True), default=indices[0].tobytes())
 
     @classmethod
     def from_data(cls, data_dir: Path, meta: DatasetMeta | None = None) -> ItemCatalogue:
@@ -63,8 +68,15 @@ class ItemCatalogue:
 
     def rows(self, items: Sequence[object]) -> np.ndarray:
         """Each item's catalogue row; 0 (the unknown item) for keys the data never held."""
+        return np.fromiter(self._lookup(self._rows, items), np.int64, len(items))
+
+    def ids(self, items: Sequence[object]) -> np.ndarray:
+        """[len(items), F] (read-only) each item's row of `indices`: rows(items)'s gather, in one pass."""
+        return np.frombuffer(b"".join(self._lookup(self._id_bytes, items)), np.int64).reshape(len(items), -1)
+
+    def _lookup(self, index: ValueIndex, items: Sequence[object]) -> tuple:
         try:
-            return np.fromiter(map(self._rows.__getitem__, items), np.int64, len(items))
+            return itemgetter(*items)(index) if len(items) > 1 else tuple(map(index.__getitem__, items))
         except TypeError:  # an unhashable item: a list, a dict
             where = next(i for i, item in enumerate(items) if not isinstance(item, str | int | float))
             raise UserError(f"items[{where}]: a {type(items[where]).__name__}; expected an item id "
@@ -108,6 +120,8 @@ class Ranker:
     def inputs(self, user: Mapping[str, object], items: Sequence[object]) -> tuple[torch.Tensor, ...]:
         """The model's inputs for a request: ids, and for a with-PLM model token ids and mask."""
         request_row = self.encode_user(user)
+        if self._on_host and not self.scorer.reads_text:
+            return (torch.from_numpy(self.catalogue.ids(items) + request_row),)
         rows = self.catalogue.rows(items)
         if self._on_host:
             ids = torch.from_numpy(self._item_indices[rows] + request_row)

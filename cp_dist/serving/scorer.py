@@ -34,11 +34,16 @@ Row = Mapping[str, object]
 
 
 class ValueIndex(dict):
-    """value -> index; a value never seen in training is 0. Lookups of strings, the vocabulary's
-    own type, stay in C; only a miss runs Python, to try a value's string form (25 for "25")."""
+    """value -> index; a value never seen in training is `default` (index 0). Lookups of strings,
+    the vocabulary's own type, stay in C; only a miss runs Python, to try a value's string form
+    (25 for "25")."""
 
-    def __missing__(self, value: object) -> int:
-        return 0 if isinstance(value, str) else self.get(str(value), 0)
+    def __init__(self, pairs=(), default: object = 0):
+        super().__init__(pairs)
+        self.default = default
+
+    def __missing__(self, value: object) -> object:
+        return self.default if isinstance(value, str) else self.get(str(value), self.default)
 
 
 def is_hashable(value: object) -> bool:

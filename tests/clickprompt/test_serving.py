@@ -156,6 +156,9 @@ def test_ranking_unknown_items_and_bad_requests(runs) -> None:
     assert (ids[0, item_columns] > 0).any() and (ids[1:, item_columns] == 0).all(), "unknown items: every item field OOV"
     user_columns = [k for k, _ in ranker.request_fields]
     assert (ids[:, user_columns] == ids[0, user_columns]).all() and (ids[0, user_columns] > 0).any()
+    (alone,) = ranker.inputs(user, [items[0]])
+    (as_number,) = ranker.inputs(user, [int(items[0]), items[0]])  # an id sent as a JSON number
+    assert torch.equal(alone[0], ids[0]) and torch.equal(as_number[0], ids[0]) and torch.equal(as_number[1], ids[0])
     assert ranker.score(user, []).shape == (0,)
     field = ranker.request_fields[1][1].name
     with pytest.raises(UserError, match=f"user has no field '{field}'; expected all of"):
