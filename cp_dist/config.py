@@ -86,6 +86,11 @@ class TrainConfig(StageConfig):
     # rows when the world size W divides it. 1: every rank decodes every row (the batches cp_dist's
     # published figures were measured with). Both batch sizes must be multiples of it.
     logical_shards: int = 1
+    # parquet: SplitLoader (global batches independent of the world size, exact resume);
+    # ray_data: Ray Data's streaming split across Ray Train workers (cp_dist.data.streaming: scales
+    # reading out, gives up both guarantees); Ray jobs only
+    batch_source: str = choice("parquet", ("parquet", "ray_data"))
+    shuffle_buffer_rows: int = 65_536  # ray_data: each worker shuffles within a buffer of this many rows
     # each training id is replaced by the out-of-vocabulary index 0 with this probability, so that row
     # learns too (ids first seen after the training period map to it; PA-MLM also sees valid rows)
     oov_rate: float = 0.0

@@ -27,6 +27,10 @@ def test_training_commands(ml100k_prepared: Path, tmp_path: Path, capsys) -> Non
     assert "unknown key train.epoch;" in _error(["train-ctr", "--data", data, "--out", out, "--set", "train.epoch=2"], capsys)
     assert "checkpoint.json: not found" in _error(
         ["finetune", "--without-plm", "--data", data, "--out", out, "--pretrained", str(tmp_path)], capsys)
+    assert "train.batch_source ray_data streams through Ray Train" in _error(
+        ["train-ctr", "--data", data, "--out", out, "--set", "train.batch_source=ray_data"], capsys)
+    assert "train.global_batch_size 1024 is not divisible by train.logical_shards 3" in _error(
+        ["train-ctr", "--data", data, "--out", out, "--set", "train.logical_shards=3"], capsys)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 

@@ -72,6 +72,18 @@ class BatchSource(Protocol):
     def __iter__(self) -> Iterator[Batch]: ...
 
 
+def make_batch(ids: np.ndarray, labels: np.ndarray, rows: np.ndarray | None, values: np.ndarray | None,
+               tokens: ValueTokens | None) -> Batch:
+    """A Batch from numpy columns: [B, F] ids, [B] labels and row numbers, and where the model reads
+    text, [B, F] text ids whose token ids, mask and token fields `tokens` assembles."""
+    batch = Batch(torch.from_numpy(ids), torch.from_numpy(labels), row_index=None if rows is None else torch.from_numpy(rows))
+    if tokens is not None:
+        input_ids, mask, token_fields = tokens.assemble(values)
+        batch.input_ids, batch.attention_mask = torch.from_numpy(input_ids), torch.from_numpy(mask)
+        batch.token_fields = torch.from_numpy(token_fields)
+    return batch
+
+
 @dataclass(frozen=True)
 class _Piece:
     """The rows [start, stop) of one row group of one file, and the row number of `start`."""
@@ -245,12 +257,7 @@ class SplitLoader:
             rows[target] = piece[ROW_COLUMN].to_numpy()
             if values is not None:
                 values[target] = text_ids(piece, fields)
-        batch = Batch(torch.from_numpy(ids), torch.from_numpy(labels), row_index=torch.from_numpy(rows))
-        if values is not None:
-            tokens, mask, token_fields = self.tokens.assemble(values)
-            batch.input_ids, batch.attention_mask = torch.from_numpy(tokens), torch.from_numpy(mask)
-            batch.token_fields = torch.from_numpy(token_fields)
-        return batch
+        return make_batch(ids, labels, rows, values, self.tokens)
 
 
 class _ShardReader:

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import torch
 
+from cp_dist.data.streaming import STREAM, training_stream
 from cp_dist.distributed.process_group import RankInfo, quiet_library_noise, resolve_placement
 from cp_dist.io import digests
 from cp_dist.runs import RunDir
 from cp_dist.training.loop import StageJob, run_stage
 from cp_dist.training.resume import verify_resume_point, write_manifest
 from cp_dist.training.runner import check_job
+from cp_dist.training.stages import STAGES
 
 
 class RayResumeStore:
@@ -70,9 +72,15 @@ def trainer(job: StageJob, storage: str, name: str):
     distributed = job.config.distributed
     gpus = distributed.gpus_per_worker
     placement = resolve_placement(distributed, cuda=gpus > 0)
+    streams = {}
+    if job.config.train.batch_source == "ray_data":
+        stage = STAGES.lookup(job.stage, "stage")
+        streams[STREAM] = training_stream(job.data_dir, stage.training_splits(job.config), text=stage.reads_text,
+                                          seed=job.config.train.seed)
     return TorchTrainer(
         _worker,
         train_loop_config={"job": job},
+        datasets=streams,
         scaling_config=ScalingConfig(num_workers=distributed.nproc, use_gpu=gpus > 0,
                                      resources_per_worker={"CPU": distributed.cpus_per_worker, **({"GPU": gpus} if gpus else {})}),
         torch_config=TorchConfig(backend=placement.backend),

@@ -7,6 +7,7 @@ import dataclasses
 
 from cp_dist.checkpoint import read_index
 from cp_dist.distributed.process_group import RankInfo, launch, resolve_placement
+from cp_dist.errors import UserError
 from cp_dist.runs import RunDir
 from cp_dist.training.loop import StageJob, run_stage
 from cp_dist.training.resume import LocalResumeStore
@@ -42,6 +43,9 @@ def train(job: StageJob) -> dict:
     unfinished one (killed, say) resumes from its last resume point in RUN/resume/, which is removed
     once the run finishes. Either way only with the settings the run was started with."""
     run = RunDir(job.out_dir)
+    if job.config.train.batch_source == "ray_data":
+        raise UserError("train.batch_source ray_data streams through Ray Train: run the stage as a Ray job (jobs/), "
+                        "or use train.batch_source parquet")
     check_job(job)
     if not run.finished:
         launch(_local_rank, job.config.distributed, job)

@@ -33,6 +33,8 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         # killed with no restart allowed: the job fails, and says so
         ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-fatal", "--fail-at-step", "3",
          "--set", "distributed.max_failures=0"],
+        # the rows streamed by Ray Data instead of read by each worker's SplitLoader
+        ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-streaming", "--set", "train.batch_source=ray_data"],
     ], work / "logs")
     return {"work": work / "work", "storage": work / "storage", "logs": work / "logs", "codes": codes}
 
@@ -109,3 +111,13 @@ def test_more_failures_than_allowed_fail_the_job(jobs: dict) -> None:
     log = _log(jobs, 4)
     assert "SIGKILL" in log or "died" in log or "exited" in log, log[-3000:]
     assert not (jobs["work"] / "pamlm-fatal" / "metrics.json").exists()
+
+
+def test_ray_data_streams_the_training_rows_to_the_workers(jobs: dict) -> None:
+    assert jobs["codes"][5] == 0, _log(jobs, 5)[-5000:]
+    streamed = json.loads((jobs["work"] / "pamlm-streaming" / "metrics.json").read_text())
+    read = json.loads((jobs["work"] / "pamlm" / "metrics.json").read_text())
+    assert streamed["world_size"] == 2 and streamed["steps"] == read["steps"] == 8, "equal shares: as many whole batches"
+    streamed_losses, read_losses = streamed["history"][0]["step_losses"], read["history"][0]["step_losses"]
+    assert all(np.isfinite(streamed_losses)) and streamed_losses != read_losses, "other rows in each batch"
+    assert abs(np.mean(streamed_losses) - np.mean(read_losses)) < 1.0, "the same task on the same data"

@@ -18,6 +18,7 @@ from cp_dist.config import Config, StageConfig
 from cp_dist.ctr.backbones import BACKBONES
 from cp_dist.data.loader import Batch, BatchSource, SplitLoader
 from cp_dist.data.meta import DatasetMeta
+from cp_dist.data.streaming import StreamingShard
 from cp_dist.distributed.engines import Engine, Schedule, Start
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.errors import UserError
@@ -60,6 +61,12 @@ class Stage:
         if settings.global_batch_size % nproc:
             raise UserError(f"{cls.section}.global_batch_size {settings.global_batch_size} is not divisible by "
                             f"distributed.nproc {nproc} (each rank takes an equal slice)")
+        shards = config.train.logical_shards
+        for name, size in ((f"{cls.section}.global_batch_size", settings.global_batch_size),
+                           ("train.eval_batch_size", config.train.eval_batch_size)):
+            if shards < 1 or size % shards:
+                raise UserError(f"{name} {size} is not divisible by train.logical_shards {shards} "
+                                "(each global batch draws equally from every logical shard)")
         if cls.start == "required" and init_from is None:
             raise UserError(f"stage {cls.name} starts from a checkpoint: give one (e.g. a PA-MLM run's)")
         if cls.start == "none" and init_from is not None:
@@ -113,10 +120,19 @@ class Stage:
             groups.setdefault((self.learning_rate(name), decay), []).append(parameter)
         return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
 
+    @classmethod
+    def training_splits(cls, config: Config) -> tuple[str, ...]:
+        """The splits the stage trains on (a Ray job streams them when train.batch_source is ray_data)."""
+        return cls.train_splits
+
     def batches(self, data_dir: Path, split: str | tuple[str, ...], *, training: bool) -> BatchSource:
         """Training: shuffled global batches of settings.global_batch_size, the short last one
         dropped. Evaluation: every row once, in order, in batches of train.eval_batch_size."""
         size = self.settings.global_batch_size if training else self.config.train.eval_batch_size
+        if training and self.config.train.batch_source == "ray_data":
+            return StreamingShard.of_this_worker(data_dir, split, global_batch_size=size, world_size=self.rank.world_size,
+                                                 text=self.reads_text, seed=self.config.train.seed,
+                                                 shuffle_buffer_rows=self.config.train.shuffle_buffer_rows)
         return SplitLoader(data_dir, list(split) if isinstance(split, tuple) else split, global_batch_size=size,
                            rank=self.rank.rank, world_size=self.rank.world_size, shuffle=training,
                            seed=self.config.train.seed, drop_last=training, text=self.reads_text,

@@ -39,7 +39,11 @@ class PAMLM(ClickPromptStage):
 
     @property
     def train_splits(self) -> tuple[str, ...]:
-        return tuple(self.settings.splits)
+        return self.training_splits(self.config)
+
+    @classmethod
+    def training_splits(cls, config: Config) -> tuple[str, ...]:
+        return tuple(config.pamlm.splits)
 
     @classmethod
     def check(cls, config: Config, data_dir: Path, init_from: Path | None) -> None:
