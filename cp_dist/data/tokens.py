@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -58,34 +59,31 @@ class ValueTokens:
         if tokenizer.truncation_side != "right":
             raise UserError(f"{tokenizer.name_or_path}: truncation_side {tokenizer.truncation_side!r}; "
                             "cp_dist truncates the row text on the right")
+        backend = tokenizer.backend_tokenizer  # the Rust tokenizer: no per-value Python dicts
+        backend.no_truncation()  # values whole; the row text is truncated at assembly
+        backend.no_padding()
         templates = [("" if k == 0 else " ") + f"{f.title} is" for k, f in enumerate(fields)]
-        encoded = tokenizer(templates, add_special_tokens=False)["input_ids"]
-        pieces_ids = [np.asarray(ids, np.int64) for ids in encoded]
-        pieces_fields = [np.full(len(ids), TEMPLATE, np.int8) for ids in encoded]
-        context = len(tokenizer("is", add_special_tokens=False)["input_ids"])
+        encoded = backend.encode_batch(templates, add_special_tokens=False)
+        ids = [np.asarray(e.ids, np.int64) for e in encoded]
+        marks = [np.full(len(e.ids), TEMPLATE, np.int8) for e in encoded]
+        lengths = [np.array([len(e.ids) for e in encoded], np.int64)]
+        context = len(backend.encode("is", add_special_tokens=False).ids)
         value_offsets = []
         for k, field_values in enumerate(values):
-            value_offsets.append(len(pieces_ids))
-            strings = field_values.to_pylist()
-            for first in tqdm(range(0, len(strings), _BATCH_VALUES), desc=f"tokenize {fields[k].name} values",
+            value_offsets.append(sum(len(part) for part in lengths))
+            for first in tqdm(range(0, len(field_values), _BATCH_VALUES), desc=f"tokenize {fields[k].name} values",
                               unit="batches", disable=None, leave=False):
-                batch = strings[first : first + _BATCH_VALUES]
-                # Read after the template's 'is' and with special tokens, both dropped below: the
-                # post-processor then trims the value's offsets as in the middle of the row text.
-                encoding = tokenizer([f"is {v}." for v in batch], return_offsets_mapping=True, return_special_tokens_mask=True)
-                for value, ids, offsets, special in zip(batch, encoding["input_ids"], encoding["offset_mapping"],
-                                                        encoding["special_tokens_mask"]):
-                    text = ~np.asarray(special, bool)
-                    token_start = np.asarray(offsets, np.int64).reshape(-1, 2)[text, 0][context:]
-                    inside = (token_start >= 3) & (token_start < 3 + len(value))  # after 'is '
-                    pieces_ids.append(np.asarray(ids, np.int64)[text][context:])
-                    pieces_fields.append(np.where(inside, k, TEMPLATE).astype(np.int8))
-        lengths = np.array([len(p) for p in pieces_ids], np.int64)
+                batch = field_values.slice(first, _BATCH_VALUES)
+                piece_ids, piece_marks, piece_lengths = _value_pieces(backend, batch, context, k)
+                ids.append(piece_ids)
+                marks.append(piece_marks)
+                lengths.append(piece_lengths)
+        lengths = np.concatenate(lengths)
         marked = tokenizer("x", return_special_tokens_mask=True)
         special = np.asarray(marked["special_tokens_mask"], bool)
         first_text, last_text = np.flatnonzero(~special)[[0, -1]]
         return cls(
-            ids=np.concatenate(pieces_ids), fields=np.concatenate(pieces_fields),
+            ids=np.concatenate(ids), fields=np.concatenate(marks),
             starts=np.cumsum(lengths) - lengths, lengths=lengths, value_offsets=np.asarray(value_offsets, np.int64),
             prefix=np.asarray(marked["input_ids"][:first_text], np.int64),
             suffix=np.asarray(marked["input_ids"][last_text + 1 :], np.int64),
@@ -149,6 +147,26 @@ class ValueTokens:
             suffix=np.asarray(metadata["suffix"], np.int64), max_length=metadata["max_length"],
             pad_token_id=metadata["pad_token_id"],
         )
+
+
+def _value_pieces(backend, values: pa.Array, context: int, field: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(token ids, token fields, tokens per value) of values read as 'is <value>.' with special
+    tokens, both dropped: the post-processor then trims offsets as it does in mid-text."""
+    encodings = backend.encode_batch([f"is {v}." for v in values.to_pylist()])
+    counts = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
+    total = int(counts.sum())
+    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), np.int64, total)
+    special = np.fromiter(chain.from_iterable(e.special_tokens_mask for e in encodings), bool, total)
+    starts = np.fromiter((start for e in encodings for start, _ in e.offsets), np.int64, total)
+    piece = np.repeat(np.arange(len(encodings)), counts)
+    text = ~special
+    seen = np.cumsum(text)  # text tokens so far; minus those before the piece: the token's rank in it
+    rank = seen - np.repeat(seen[np.cumsum(counts) - counts] - text[np.cumsum(counts) - counts], counts)
+    keep = text & (rank > context)
+    value_end = 3 + np.repeat(pc.utf8_length(values).to_numpy(zero_copy_only=False).astype(np.int64), counts)
+    inside = (starts >= 3) & (starts < value_end)  # after 'is '
+    marks = np.where(inside, field, TEMPLATE).astype(np.int8)
+    return ids[keep], marks[keep], np.bincount(piece[keep], minlength=len(encodings)).astype(np.int64)
 
 
 def text_ids(table: pa.Table, fields: tuple[FieldMeta, ...]) -> np.ndarray:

@@ -59,14 +59,29 @@ def byte_level_bpe(data: Path, out: Path, normalizer=None) -> Path:
 
 
 class CountingTokenizer:
-    """A tokenizer that records every text it is asked to tokenize."""
+    """A tokenizer that records every text it is asked to tokenize, through it or its Rust backend."""
 
-    def __init__(self, tokenizer):
-        self.tokenizer, self.texts = tokenizer, []
+    def __init__(self, tokenizer, texts: list[str] | None = None):
+        self.tokenizer, self.texts = tokenizer, [] if texts is None else texts
+
+    def _record(self, texts) -> None:
+        self.texts.extend([texts] if isinstance(texts, str) else texts)
 
     def __call__(self, texts, **kwargs):
-        self.texts += [texts] if isinstance(texts, str) else list(texts)
+        self._record(texts)
         return self.tokenizer(texts, **kwargs)
+
+    def encode(self, text, **kwargs):
+        self._record(text)
+        return self.tokenizer.encode(text, **kwargs)
+
+    def encode_batch(self, texts, **kwargs):
+        self._record(texts)
+        return self.tokenizer.encode_batch(texts, **kwargs)
+
+    @property
+    def backend_tokenizer(self):
+        return CountingTokenizer(self.tokenizer.backend_tokenizer, self.texts)
 
     def __getattr__(self, name):
         return getattr(self.tokenizer, name)
