@@ -91,6 +91,9 @@ class TrainConfig(StageConfig):
     # reading out, gives up both guarantees); Ray jobs only
     batch_source: str = choice("parquet", ("parquet", "ray_data"))
     shuffle_buffer_rows: int = 65_536  # ray_data: each worker shuffles within a buffer of this many rows
+    # ray_data: CPUs each read task asks for; 0 lets reads run on CPUs the trainers hold (a cluster
+    # with no CPUs beside them, e.g. the smoke preset's two)
+    stream_cpus: float = 1.0
     # each training id is replaced by the out-of-vocabulary index 0 with this probability, so that row
     # learns too (ids first seen after the training period map to it; PA-MLM also sees valid rows)
     oov_rate: float = 0.0

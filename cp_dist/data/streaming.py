@@ -1,6 +1,6 @@
 """The second batch source: this Ray Train worker's share of a Ray Data stream (train.batch_source: ray_data).
 
-Ray Data reads the training splits' Parquet files in its own tasks, splits the rows across the
+Ray Data reads the training splits' Parquet row groups in its own tasks (train.stream_cpus CPUs each), splits the rows across the
 workers as they stream (streaming_split, equal shares), and each worker shuffles them in a local
 buffer. Against SplitLoader, the default, it gains and gives up:
 - reading and decoding scale out with Ray Data's executors (on CPU nodes beside the trainers, where
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cp_dist.data.loader import Batch, make_batch
 from cp_dist.data.meta import DatasetMeta
@@ -28,14 +29,22 @@ from cp_dist.errors import UserError
 STREAM = "train"  # the name of the Ray Data stream Ray Train splits across its workers
 
 
-def training_stream(data_dir: Path, splits: Sequence[str], *, text: bool, seed: int):
-    """The Ray Data dataset of the training rows (the columns a stage reads), its blocks in a seeded order."""
+def training_stream(data_dir: Path, splits: Sequence[str], *, text: bool, seed: int, cpus: float):
+    """The Ray Data dataset of the training rows (the columns a stage reads): one read task per
+    Parquet row group, asking for `cpus` CPUs, the row groups in a seeded order."""
     import ray.data
 
     meta = DatasetMeta.load(data_dir)
     columns = [f.name for f in meta.fields] + ["label"] + ([f.text_id_column for f in meta.fields] if text else [])
-    files = [str(meta.split_path(data_dir, split)) for split in splits]
-    return ray.data.read_parquet(files, columns=columns).randomize_block_order(seed=seed)
+    groups = [{"path": str(path), "group": group} for split in splits
+              for path in [meta.split_path(data_dir, split)] for group in range(pq.ParquetFile(path).num_row_groups)]
+    order = np.random.default_rng(seed).permutation(len(groups))
+
+    def read(batch: dict) -> pa.Table:
+        return pa.concat_tables(pq.ParquetFile(path).read_row_group(int(group), columns=columns)
+                                for path, group in zip(batch["path"], batch["group"]))
+
+    return ray.data.from_items([groups[k] for k in order]).map_batches(read, batch_size=1, num_cpus=cpus)
 
 
 class StreamingShard:

@@ -76,7 +76,7 @@ def trainer(job: StageJob, storage: str, name: str):
     if job.config.train.batch_source == "ray_data":
         stage = STAGES.lookup(job.stage, "stage")
         streams[STREAM] = training_stream(job.data_dir, stage.training_splits(job.config), text=stage.reads_text,
-                                          seed=job.config.train.seed)
+                                          seed=job.config.train.seed, cpus=job.config.train.stream_cpus)
     return TorchTrainer(
         _worker,
         train_loop_config={"job": job},
