@@ -72,7 +72,7 @@ class ItemCatalogue:
 
     def ids(self, items: Sequence[object]) -> np.ndarray:
         """[len(items), F] (read-only) each item's row of `indices`: rows(items)'s gather, in one pass."""
-        return np.frombuffer(b"".join(self._lookup(self._id_bytes, items)), np.int64).reshape(len(items), -1)
+        return np.frombuffer(b"".join(self._lookup(self._id_bytes, items)), np.int64).reshape(len(items), self.indices.shape[1])
 
     def _lookup(self, index: ValueIndex, items: Sequence[object]) -> tuple:
         try:
