@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cp_dist.cli import log_progress
 from cp_dist.config import Config, load_config
 from cp_dist.data.fetch import cache_root
 from cp_dist.data.meta import DatasetMeta
@@ -53,8 +54,9 @@ def job_parser(stage: str, dataset: str, script: str) -> argparse.ArgumentParser
 
 
 def prepared_data(dataset: str, config: Config, raw: Path | None, synthetic_rows: int, work: Path) -> Path:
-    """WORK/data: the prepared splits with the encoder's token ids, made once."""
-    from cp_dist.data.prepare import prepare
+    """WORK/data: the prepared splits with the encoder's token ids, made once, the preparation on the
+    job's Ray cluster (the job's driver runs on the head: it holds no rows)."""
+    from cp_dist.data.prepare_ray import prepare_with_ray
     from cp_dist.data.synth import synth
     from cp_dist.data.tokens import ensure_tokenized
 
@@ -64,7 +66,7 @@ def prepared_data(dataset: str, config: Config, raw: Path | None, synthetic_rows
             raw = work / "raw"
             print(f"no --raw: writing {synthetic_rows:,} synthetic rows in {dataset}'s raw format to {raw}")
             synth(dataset, synthetic_rows, raw)
-        prepare(dataset, raw, data)
+        prepare_with_ray(dataset, raw, data)
     meta = DatasetMeta.load(data)
     if meta.dataset != dataset:
         raise UserError(f"{data}: holds {meta.dataset}, not {dataset}; pick another --work")
@@ -77,6 +79,7 @@ def job_main(stage: str, dataset: str, script: str, argv: list[str] | None = Non
     from cp_dist.training.ray_train import run_on_ray
 
     args = job_parser(stage, dataset, script).parse_args(argv)
+    log_progress()
     config = load_config(args.preset, args.set)
     work = args.work.resolve()  # workers run elsewhere: every path they see is absolute
     data = prepared_data(dataset, config, args.raw, args.synthetic_rows, work)

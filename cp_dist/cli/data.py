@@ -17,9 +17,18 @@ def _data_prepare(args: argparse.Namespace) -> None:
         split=args.split, ratios=tuple(args.ratios), seed=args.seed, min_count=args.min_count,
         strict=args.strict, overwrite=args.overwrite, row_group_rows=args.row_group_rows,
     )
-    meta = prepare(args.dataset, args.raw, args.out, options)
+    if args.engine == "ray":
+        from cp_dist.cli import log_progress
+        from cp_dist.data.prepare_ray import prepare_with_ray
+
+        log_progress()
+        meta = prepare_with_ray(args.dataset, args.raw.resolve(), args.out.resolve(), options,
+                                address=args.ray_address, num_cpus=args.ray_cpus, block_bytes=int(args.block_mib * 2**20))
+    else:
+        meta = prepare(args.dataset, args.raw, args.out, options)
     print(format_stats(meta))
-    print(f"\nwrote {args.out}/{{train,valid,test}}.parquet, vocab.parquet, meta.json")
+    layout = "directories of part files" if args.engine == "ray" else "files"
+    print(f"\nwrote {args.out}/{{train,valid,test}}.parquet ({layout}), vocab.parquet, meta.json")
 
 
 def _data_fetch(args: argparse.Namespace) -> None:
@@ -94,6 +103,15 @@ def add_commands(commands) -> None:
                    "train.logical_shards it decodes at most 2 row groups beyond its 1/W of the rows: keep row groups "
                    "under a fortieth of a rank's share for 5%% extra")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (only once the run succeeded)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: one process, for data that fits one machine (default). ray: parsing, counting and "
+                   "writing spread over a Ray cluster, the driver holding no rows; time splits only; each split "
+                   "written as a directory of part files; same vocabularies, split membership and row order")
+    p.add_argument("--ray-address", help="with --engine ray: the cluster (default: $RAY_ADDRESS or a running local one, "
+                   "else a local cluster started for this run)")
+    p.add_argument("--ray-cpus", type=int, help="with --engine ray: CPUs of the local cluster started for this run")
+    p.add_argument("--block-mib", type=float, default=32, help="with --engine ray: uncompressed MiB of the interactions "
+                   "file per parse task (default %(default)s)")
     p.set_defaults(handler=_data_prepare)
 
     p = data_commands.add_parser(

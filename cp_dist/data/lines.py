@@ -83,18 +83,18 @@ class RawFile:
         if len(self.malformed.first) < FIRST_LINES_KEPT:
             self.malformed.first.append((line_no, reason))
 
-    def blocks(self) -> Iterator[tuple[int, list[bytes]]]:
+    def blocks(self, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list[bytes]]]:
         """Yields (number of the block's first line, lines without their end-of-line bytes)."""
         with open(self.path, "rb") as raw, tqdm(
             total=self.bytes, unit="B", unit_scale=True, desc=self.path.name, leave=False, disable=None
         ) as progress:
             hashing = _HashingReader(raw, progress)
-            stream: io.IOBase = io.BufferedReader(hashing, BLOCK_BYTES)
+            stream: io.IOBase = io.BufferedReader(hashing, block_bytes)
             if self.path.suffix == ".gz":
                 stream = gzip.GzipFile(fileobj=stream)
             next_line, tail = 1, b""
             try:
-                while block := stream.read(BLOCK_BYTES):
+                while block := stream.read(block_bytes):
                     block = tail + block
                     cut = block.rfind(b"\n") + 1
                     block, tail = block[:cut], block[cut:]
@@ -183,3 +183,17 @@ def _schema_mismatch(record: dict, schema: pa.Schema) -> str | None:
             return f"field {f.name!r} is {value!r}, expected {f.type}"
     return None
 
+
+
+class RawBlock(RawFile):
+    """Lines of a raw file that were already read, numbered as in the whole file: what a parse task of
+    the Ray engine hands a format reader. Malformed lines are counted here and merged by the caller."""
+
+    def __init__(self, path: Path, first_line: int, lines: bytes, *, encoding: str, strict: bool):
+        self.path, self.encoding, self.strict = path, encoding, strict
+        self.malformed = MalformedLines(str(path))
+        self.sha256, self.bytes = None, len(lines)
+        self._first_line, self._lines = first_line, lines
+
+    def blocks(self, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list[bytes]]]:
+        yield self._first_line, self._lines.split(b"\n")

@@ -130,7 +130,7 @@ class SplitLoader:
             found = "no pre-tokenized text" if self.meta.tokenizer is None else "text tokenized by an older cp_dist"
             raise UserError(f"{data_dir}: {found}; run `cp-dist data tokenize --data {data_dir}` first")
         splits = [split] if isinstance(split, str) else list(split)
-        self.files = [pq.ParquetFile(self.meta.split_path(data_dir, name)) for name in splits]
+        self.files = [pq.ParquetFile(path) for name in splits for path in self.meta.split_files(data_dir, name)]
         self.tokens = ValueTokens.load(data_dir) if text else None
         self.columns = [f.name for f in self.meta.fields] + ["label"] + ([f.text_id_column for f in self.meta.fields] if text else [])
         self.global_batch_size, self.rank, self.world_size = global_batch_size, rank, world_size

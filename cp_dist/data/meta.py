@@ -7,6 +7,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from cp_dist.errors import UserError
 from cp_dist.io import atomic_file
 
@@ -57,6 +60,15 @@ class DatasetMeta:
 
     def split_path(self, data_dir: Path, split: str) -> Path:
         return data_dir / f"{split}.parquet"
+
+    def split_files(self, data_dir: Path, split: str) -> list[Path]:
+        """A split's Parquet files in row order: `<split>.parquet` itself, or the numbered part files
+        inside it where `prepare --engine ray` wrote the split as many files."""
+        path = self.split_path(data_dir, split)
+        return sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+
+    def read_split(self, data_dir: Path, split: str, columns: list[str] | None = None) -> pa.Table:
+        return pa.concat_tables(pq.read_table(path, columns=columns) for path in self.split_files(data_dir, split))
 
     def save(self, data_dir: Path) -> None:
         payload = dataclasses.asdict(self) | {"num_features": self.num_features}

@@ -8,6 +8,7 @@ grows with the number of interactions times 17 bytes plus the side tables, not w
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from cp_dist.errors import UserError
 from cp_dist.io import atomic_dir
 
 OOV_VALUE = "<OOV>"
+VOCAB_SCHEMA = pa.schema([("field", pa.string()), ("index", pa.int32()), ("value", pa.string()), ("train_count", pa.int64())])
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,14 @@ class Vocabulary:
 
     @classmethod
     def build(cls, column: pa.Array, train_side_rows: np.ndarray, min_count: int) -> Vocabulary:
+        return cls.from_counts(column, np.bincount(train_side_rows, minlength=len(column)), min_count)
+
+    @classmethod
+    def from_counts(cls, column: pa.Array, train_count_of_row: np.ndarray, min_count: int) -> Vocabulary:
+        """From each side-table row's training count (rows sharing a value add up)."""
         encoded = as_array(column).dictionary_encode()
         codes = encoded.indices.to_numpy(zero_copy_only=False)
-        counts = np.bincount(codes[train_side_rows], minlength=len(encoded.dictionary))
+        counts = np.bincount(codes, weights=train_count_of_row, minlength=len(encoded.dictionary)).astype(np.int64)
         kept = np.flatnonzero(counts >= min_count)
         alphabetical = np.empty(len(encoded.dictionary), dtype=np.int64)
         alphabetical[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(encoded.dictionary))
@@ -87,6 +94,10 @@ class Vocabulary:
         index_of_code[order] = np.arange(1, len(order) + 1, dtype=np.int32)
         oov = int(counts.sum() - counts[order].sum())
         return cls(encoded.dictionary.take(order), np.concatenate([[oov], counts[order]]), index_of_code[codes])
+
+    def table(self, name: str) -> pa.Table:
+        """This vocabulary's rows of vocab.parquet."""
+        return vocabulary_table(name, self.values, self.counts)
 
     @property
     def size(self) -> int:
@@ -106,11 +117,10 @@ def prepare(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareOptions 
     files = fmt.locate(raw_dir, strict=options.strict)
     tables = fmt.read(files)
 
-    items, duplicate_items = first_per_key(tables.items)
-    users, duplicate_users = first_per_key(tables.users) if tables.users is not None else (None, 0)
+    users, items, duplicates = unique_side_tables(tables.users, tables.items)
     interactions, users = _encode_interactions(tables, fmt.label_rule, users, items, fmt.has_timestamp)
-    interactions.counts |= {"duplicate_item_rows": duplicate_items, "duplicate_user_rows": duplicate_users}
-    side_tables = {"user": _clean(users, fmt.fields, "user"), "item": _clean(items, fmt.fields, "item")}
+    interactions.counts |= duplicates
+    side_tables = {"user": clean_side_table(users, fmt.fields, "user"), "item": clean_side_table(items, fmt.fields, "item")}
 
     split_rows = _split(interactions, method, options)
     train_rows = split_rows[0]
@@ -120,62 +130,90 @@ def prepare(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareOptions 
         )
         for f in fmt.fields
     }
-    meta = _meta(fmt, files, interactions, split_rows, vocabularies, method, options)
+    summaries = {name: _summary(interactions, rows) for name, rows in zip(SPLITS, split_rows)}
+    malformed = [raw.malformed.to_json() for raw in files.values() if raw.malformed.count]
+    meta = dataset_meta(fmt, sources(files), malformed, interactions.counts, summaries,
+                        {name: v.size for name, v in vocabularies.items()}, method, options)
     with atomic_dir(out_dir, overwrite=options.overwrite) as tmp:
         for name, rows in zip(SPLITS, split_rows):
             _write_split(tmp / f"{name}.parquet", rows, fmt.fields, interactions, side_tables, vocabularies, options)
-        _write_vocabularies(tmp / VOCAB_FILE, vocabularies)
+        write_vocabularies(tmp / VOCAB_FILE, [vocabularies[f.name].table(f.name) for f in fmt.fields])
         meta.save(tmp)
     return meta
 
 
-def _lookup(index: dict[str, int], keys: pa.Array, grow: bool) -> np.ndarray:
-    """Row number of every key (-1 if unknown); with grow=True unknown keys get new rows."""
-    if grow:
-        return np.fromiter((index.setdefault(k, len(index)) for k in keys.to_pylist()), np.int64, len(keys))
-    get = index.get
-    return np.fromiter((get(k, -1) for k in keys.to_pylist()), np.int64, len(keys))
+def unique_side_tables(users: pa.Table | None, items: pa.Table) -> tuple[pa.Table | None, pa.Table, dict[str, int]]:
+    """The first row of every user and item key, and how many later rows were dropped."""
+    items, duplicate_items = first_per_key(items)
+    users, duplicate_users = first_per_key(users) if users is not None else (None, 0)
+    return users, items, {"duplicate_item_rows": duplicate_items, "duplicate_user_rows": duplicate_users}
+
+
+def sources(files: dict[str, RawFile]) -> list[dict]:
+    """meta.json's record of the raw files, once they have been read through (checksums set)."""
+    return [{"role": role, "file": raw.path.name, "bytes": raw.bytes, "sha256": raw.sha256} for role, raw in files.items()]
+
+
+def encode_chunk(
+    chunk: pa.Table, rule: LabelRule, item_keys: pa.Array, user_keys: pa.Array | None, need_time: bool,
+    counts: dict[str, int], source: str,
+) -> pa.Table:
+    """One chunk of raw interactions through the label rule and the joins with the side tables:
+    columns `user` (row in the user table, or the key itself where the data set has no user file),
+    `item_row`, `label`, `timestamp` (where needed) and `line`. Adds to `counts` what it dropped."""
+    ratings = chunk["rating"].to_numpy()
+    bad = rule.out_of_range(ratings)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{source}:{chunk['line'][k].as_py()}: rating {chunk['rating'][k].as_py()} "
+                        f"does not fit the label rule ({rule.describe()})")
+    counts["interactions_read"] = counts.get("interactions_read", 0) + len(ratings)
+    keep = rule.kept(ratings)
+    item_row = pc.index_in(chunk["item_key"], value_set=item_keys)
+    known = keep & pc.is_valid(item_row).to_numpy(zero_copy_only=False)
+    user = chunk["user_key"]
+    if user_keys is not None:
+        user = pc.index_in(user, value_set=user_keys)
+        known_user = pc.is_valid(user).to_numpy(zero_copy_only=False)
+        counts["dropped_unknown_user"] = counts.get("dropped_unknown_user", 0) + int((known & ~known_user).sum())
+    else:
+        known_user = True
+    for name, dropped in (("dropped_by_label_rule", ~keep), ("dropped_unknown_item", keep & ~known)):
+        counts[name] = counts.get(name, 0) + int(dropped.sum())
+    kept = pa.array(known & known_user)
+    columns = {
+        "user": pc.filter(user, kept) if user_keys is None else pc.filter(user, kept).cast(pa.int32()),
+        "item_row": pc.filter(item_row, kept).cast(pa.int32()),
+        "label": pa.array(rule.labels(ratings[known & known_user])),
+    }
+    if need_time:
+        columns["timestamp"] = pc.filter(chunk["timestamp"], kept)
+    return pa.table(columns | {"line": pc.filter(chunk["line"], kept)})
 
 
 def _encode_interactions(
     tables: RawTables, rule: LabelRule, users: pa.Table | None, items: pa.Table, need_time: bool
 ) -> tuple[Interactions, pa.Table]:
-    item_index = {k: n for n, k in enumerate(items["key"].to_pylist())}
-    user_index = {} if users is None else {k: n for n, k in enumerate(users["key"].to_pylist())}
+    item_keys = as_array(items["key"])
+    user_keys = None if users is None else as_array(users["key"])
+    user_index: dict[str, int] = {}  # where the data set has no user file: keys in order of first appearance
     counts = dict.fromkeys(("interactions_read", "dropped_by_label_rule", "dropped_unknown_user", "dropped_unknown_item"), 0)
     parts: list[tuple[np.ndarray, ...]] = []
     for chunk in tables.interactions:
-        ratings = chunk["rating"].to_numpy()
-        bad = rule.out_of_range(ratings)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise UserError(
-                f"{tables.interactions_file}:{chunk['line'][k].as_py()}: rating {chunk['rating'][k].as_py()} "
-                f"does not fit the label rule ({rule.describe()})"
-            )
-        counts["interactions_read"] += len(ratings)
-        keep = rule.kept(ratings)
-        counts["dropped_by_label_rule"] += int((~keep).sum())
-        chunk = chunk.filter(pa.array(keep))
-        item_row = _lookup(item_index, as_array(chunk["item_key"]), grow=False)
-        known_item = item_row >= 0
-        counts["dropped_unknown_item"] += int((~known_item).sum())
-        chunk, item_row = chunk.filter(pa.array(known_item)), item_row[known_item]
-        user_row = _lookup(user_index, as_array(chunk["user_key"]), grow=users is None)
-        known = user_row >= 0
-        counts["dropped_unknown_user"] += int((~known).sum())
-        label = rule.labels(chunk["rating"].to_numpy()[known])
-        time = chunk["timestamp"].to_numpy(zero_copy_only=False)[known] if need_time else None
-        parts.append((user_row[known].astype(np.int32), item_row[known].astype(np.int32), label, time))
+        encoded = encode_chunk(chunk, rule, item_keys, user_keys, need_time, counts, tables.interactions_file)
+        if users is None:
+            user_row = np.fromiter((user_index.setdefault(k, len(user_index)) for k in encoded["user"].to_pylist()),
+                                   np.int32, encoded.num_rows)
+        else:
+            user_row = encoded["user"].to_numpy()
+        time = encoded["timestamp"].to_numpy() if need_time else None
+        parts.append((user_row, encoded["item_row"].to_numpy(), encoded["label"].to_numpy(), time))
     n = sum(len(p[0]) for p in parts)
     counts["interactions_kept"] = n
     counts["distinct_users"] = len(np.unique(np.concatenate([p[0] for p in parts]))) if n else 0
     counts["distinct_items"] = len(np.unique(np.concatenate([p[1] for p in parts]))) if n else 0
     if n == 0:
-        raise UserError(
-            f"{tables.interactions_file}: no interaction is left after the label rule and the joins "
-            f"({', '.join(f'{k}={v}' for k, v in counts.items())}); expected at least one"
-        )
+        raise no_interactions_left(tables.interactions_file, counts)
     if users is None:  # the user field is the key itself
         keys = pa.array(list(user_index), pa.string())
         users = pa.table({"key": keys, "user_id": keys})
@@ -184,7 +222,12 @@ def _encode_interactions(
     return Interactions(*columns, timestamps, counts), users
 
 
-def _clean(table: pa.Table, fields: tuple[Field, ...], side: str) -> pa.Table:
+def no_interactions_left(source: str, counts: dict[str, int]) -> UserError:
+    return UserError(f"{source}: no interaction is left after the label rule and the joins "
+                     f"({', '.join(f'{k}={v}' for k, v in counts.items())}); expected at least one")
+
+
+def clean_side_table(table: pa.Table, fields: tuple[Field, ...], side: str) -> pa.Table:
     return pa.table({f.name: clean_text(table[f.name]) for f in fields if f.side == side})
 
 
@@ -216,71 +259,84 @@ def _write_split(
     for start in tqdm(range(0, len(rows), options.write_rows), desc=path.stem, leave=False, disable=None):
         chunk = rows[start : start + options.write_rows]
         side_rows = {side: interactions.side_row(side)[chunk] for side in ("user", "item")}
-        columns: dict[str, pa.Array] = {
-            f.name: pa.array(vocabularies[f.name].id_of_side_row[side_rows[f.side]]) for f in fields
-        }
-        columns["label"] = pa.array(interactions.label[chunk])
-        if interactions.timestamp is not None:
-            columns["timestamp"] = pa.array(interactions.timestamp[chunk])
-        for f in fields:
-            columns[f"{f.name}_text"] = side_tables[f.side][f.name].take(side_rows[f.side])
-        table = pa.table(columns)
+        table = output_table(
+            fields,
+            {f.name: vocabularies[f.name].id_of_side_row[side_rows[f.side]] for f in fields},
+            {f.name: side_tables[f.side][f.name].take(side_rows[f.side]) for f in fields},
+            interactions.label[chunk],
+            None if interactions.timestamp is None else interactions.timestamp[chunk],
+        )
         if writer is None:
             writer = pq.ParquetWriter(path, table.schema, compression="zstd")
         writer.write_table(table, row_group_size=options.row_group_rows)
     writer.close()
 
 
-def _write_vocabularies(path: Path, vocabularies: dict[str, Vocabulary]) -> None:
-    tables = [
-        pa.table(
-            {
-                "field": pa.array([name] * v.size, pa.string()),
-                "index": pa.array(np.arange(v.size, dtype=np.int32)),
-                "value": pa.concat_arrays([pa.array([OOV_VALUE], pa.string()), v.values.cast(pa.string())]),
-                "train_count": pa.array(v.counts.astype(np.int64)),
-            }
-        )
-        for name, v in vocabularies.items()
-    ]
-    pq.write_table(pa.concat_tables(tables), path, compression="zstd")
+def output_table(fields: tuple[Field, ...], ids: dict[str, np.ndarray], texts: dict[str, pa.Array],
+                 label: np.ndarray, timestamp: np.ndarray | None) -> pa.Table:
+    """Rows of a split as both engines write them: ID columns, label, timestamp, text columns."""
+    columns = {f.name: pa.array(ids[f.name], pa.int32()) for f in fields} | {"label": pa.array(label, pa.int8())}
+    if timestamp is not None:
+        columns["timestamp"] = pa.array(timestamp, pa.int64())
+    return pa.table(columns | {f"{f.name}_text": as_array(texts[f.name]).cast(pa.string()) for f in fields})
 
 
-def _meta(
+def vocabulary_table(name: str, values: pa.Array, counts: np.ndarray) -> pa.Table:
+    """vocab.parquet's rows of one field: OOV at index 0 with its count, then `values`."""
+    return pa.table(
+        {
+            "field": pa.array([name] * (len(values) + 1), pa.string()),
+            "index": pa.array(np.arange(len(values) + 1, dtype=np.int32)),
+            "value": pa.concat_arrays([pa.array([OOV_VALUE], pa.string()), as_array(values).cast(pa.string())]),
+            "train_count": pa.array(np.asarray(counts, dtype=np.int64)),
+        }
+    )
+
+
+def write_vocabularies(path: Path, tables: Iterable[pa.Table]) -> None:
+    """Every field's vocabulary into one file, field after field; `tables` may stream."""
+    with pq.ParquetWriter(path, VOCAB_SCHEMA, compression="zstd") as writer:
+        for table in tables:
+            writer.write_table(table.cast(VOCAB_SCHEMA))
+
+
+def _summary(interactions: Interactions, rows: np.ndarray) -> dict:
+    times = None if interactions.timestamp is None else interactions.timestamp[rows]
+    return split_summary(len(rows), int(interactions.label[rows].sum()),
+                         None if times is None else (int(times.min()), int(times.max())))
+
+
+def split_summary(rows: int, positives: int, time_range: tuple[int, int] | None) -> dict:
+    summary = {"rows": rows, "positives": positives, "positive_rate": positives / rows}
+    if time_range is not None:
+        summary |= {"first_timestamp": time_range[0], "last_timestamp": time_range[1]}
+    return summary
+
+
+def dataset_meta(
     fmt: RawFormat,
-    files: dict[str, RawFile],
-    interactions: Interactions,
-    split_rows: list[np.ndarray],
-    vocabularies: dict[str, Vocabulary],
+    source_files: list[dict],
+    malformed: list[dict],
+    counts: dict[str, int],
+    summaries: dict[str, dict],
+    vocab_sizes: dict[str, int],
     method: str,
     options: PrepareOptions,
 ) -> DatasetMeta:
-    offsets = np.concatenate([[0], np.cumsum([vocabularies[f.name].size for f in fmt.fields])])
-    splits = {}
-    for name, rows in zip(SPLITS, split_rows):
-        positives = int(interactions.label[rows].sum())
-        splits[name] = {"rows": len(rows), "positives": positives, "positive_rate": positives / len(rows)}
-        if interactions.timestamp is not None:
-            times = interactions.timestamp[rows]
-            splits[name] |= {"first_timestamp": int(times.min()), "last_timestamp": int(times.max())}
-    malformed = [raw.malformed.to_json() for raw in files.values() if raw.malformed.count]
-    counts = interactions.counts | {"malformed_lines": sum(m["count"] for m in malformed)}
+    """meta.json, the same schema from both engines."""
+    offsets = np.concatenate([[0], np.cumsum([vocab_sizes[f.name] for f in fmt.fields])])
     return DatasetMeta(
         dataset=fmt.name,
         fields=tuple(
-            FieldMeta(f.name, f.title, f.side, vocabularies[f.name].size, int(offset))
-            for f, offset in zip(fmt.fields, offsets)
+            FieldMeta(f.name, f.title, f.side, vocab_sizes[f.name], int(offset)) for f, offset in zip(fmt.fields, offsets)
         ),
-        splits=splits,
+        splits={name: summaries[name] for name in SPLITS},
         label_rule=fmt.label_rule.describe(),
         split={"method": method, "ratios": list(options.ratios), "seed": options.seed},
         min_count=options.min_count,
-        has_timestamp=interactions.timestamp is not None,
-        sources=[
-            {"role": role, "file": raw.path.name, "bytes": raw.bytes, "sha256": raw.sha256}
-            for role, raw in files.items()
-        ],
-        counts=counts,
+        has_timestamp="first_timestamp" in summaries["train"],
+        sources=source_files,
+        counts=counts | {"malformed_lines": sum(m["count"] for m in malformed)},
         malformed=malformed,
         created_by=f"cp_dist {cp_dist.__version__}",
     )

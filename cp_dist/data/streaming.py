@@ -37,7 +37,7 @@ def training_stream(data_dir: Path, splits: Sequence[str], *, text: bool, seed: 
     meta = DatasetMeta.load(data_dir)
     columns = [f.name for f in meta.fields] + ["label"] + ([f.text_id_column for f in meta.fields] if text else [])
     groups = [{"path": str(path), "group": group} for split in splits
-              for path in [meta.split_path(data_dir, split)] for group in range(pq.ParquetFile(path).num_row_groups)]
+              for path in meta.split_files(data_dir, split) for group in range(pq.ParquetFile(path).num_row_groups)]
     order = np.random.default_rng(seed).permutation(len(groups))
 
     def read(batch: dict) -> pa.Table:

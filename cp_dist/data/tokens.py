@@ -185,13 +185,13 @@ def tokenize_rows(tokenizer, table: pa.Table, fields: tuple[FieldMeta, ...], max
 def distinct_values(data_dir: Path, meta: DatasetMeta) -> list[pa.Array]:
     """Per field, its distinct readable values over every split, in order of first appearance."""
     seen: list[list[pa.Array]] = [[] for _ in meta.fields]
-    for split in SPLITS:
-        source = pq.ParquetFile(meta.split_path(data_dir, split))
+    for path in (path for split in SPLITS for path in meta.split_files(data_dir, split)):
+        source = pq.ParquetFile(path)
         for group in range(source.num_row_groups):
             table = source.read_row_group(group, columns=[f.text_column for f in meta.fields])
             for k, f in enumerate(meta.fields):
                 if table[f.text_column].null_count:
-                    raise UserError(f"{meta.split_path(data_dir, split)}: column {f.text_column!r} has nulls; "
+                    raise UserError(f"{path}: column {f.text_column!r} has nulls; "
                                     "expected a readable value in every row (`cp-dist data prepare` writes one)")
                 seen[k].append(pc.unique(table[f.text_column]))
     return [pc.unique(pa.chunked_array(chunks, pa.string())) for chunks in seen]
@@ -210,8 +210,8 @@ def tokenize_splits(data_dir: Path, tokenizer_name: str, *, max_length: int = 12
     values = distinct_values(data_dir, meta)
     tokens = ValueTokens.build(tokenizer, meta.fields, values, max_length)
     id_columns = [f.text_id_column for f in meta.fields]
-    for split in SPLITS:
-        path = meta.split_path(data_dir, split)
+    parts = [(split, k, path) for split in SPLITS for k, path in enumerate(meta.split_files(data_dir, split))]
+    for split, part, path in parts:
         source = pq.ParquetFile(path)
         stale = [c for c in (*LEGACY_COLUMNS, *id_columns) if c in source.schema_arrow.names]
         schema = pa.schema([f for f in source.schema_arrow if f.name not in stale] + [pa.field(c, pa.int32()) for c in id_columns])
@@ -220,7 +220,7 @@ def tokenize_splits(data_dir: Path, tokenizer_name: str, *, max_length: int = 12
                 table = source.read_row_group(group).drop_columns(stale)
                 for k, f in enumerate(meta.fields):
                     table = table.append_column(f.text_id_column, pc.index_in(table[f.text_column], value_set=values[k]).cast(pa.int32()))
-                if group == 0:
+                if part == group == 0:
                     _check_composes(tokenizer, tokens, table.slice(0, CHECKED_ROWS), meta.fields, path)
                 out.write_table(table)
     tokenizer_meta = {"name": tokenizer_name, "max_length": max_length, "pad_token_id": tokens.pad_token_id,

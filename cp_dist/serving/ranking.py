@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from cp_dist.data.columns import first_per_key
@@ -53,7 +52,7 @@ class ItemCatalogue:
         meta = meta or DatasetMeta.load(data_dir)
         item_fields = [f for f in meta.fields if f.side == "item"]
         columns = [f.name for f in item_fields] + [f.text_column for f in item_fields]
-        table = pa.concat_tables(pq.read_table(meta.split_path(data_dir, split), columns=columns) for split in SPLITS)
+        table = pa.concat_tables(meta.read_split(data_dir, split, columns) for split in SPLITS)
         table, _ = first_per_key(table, key=item_fields[0].text_column) if item_fields else (table, 0)
         indices = np.zeros((table.num_rows + 1, len(meta.fields)), dtype=np.int64)
         for column, f in enumerate(meta.fields):

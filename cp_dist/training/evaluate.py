@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -60,7 +59,7 @@ def click_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, fl
 
 def split_labels(data_dir: Path, split: str) -> np.ndarray:
     """The split's labels in row order (the order of an unshuffled loader)."""
-    return pq.read_table(DatasetMeta.load(data_dir).split_path(data_dir, split), columns=["label"])["label"].to_numpy()
+    return DatasetMeta.load(data_dir).read_split(data_dir, split, columns=["label"])["label"].to_numpy()
 
 
 def evaluate_run(run_dir: Path, data_dir: Path, split: str, batch_size: int = 4096) -> dict[str, float]:

@@ -54,7 +54,7 @@ def long_tail_masks(data_dir: Path, split: str = "test") -> tuple[dict[str, np.n
     A side's id field is its first field (the user id and the item id in every supported data set)."""
     meta = DatasetMeta.load(data_dir)
     vocab = pq.read_table(data_dir / VOCAB_FILE, columns=["field", "index", "train_count"]).to_pandas()
-    rows = pq.read_table(meta.split_path(data_dir, split))
+    rows = meta.read_split(data_dir, split)
     masks, thresholds = {}, {}
     for side in ("user", "item"):
         field = next(f for f in meta.fields if f.side == side)

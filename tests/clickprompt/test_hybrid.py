@@ -26,11 +26,22 @@ TOLERANCE = 2e-5
 pytestmark = pytest.mark.slow  # minute-long end-to-end checks
 
 
-@pytest.mark.parametrize("zero_stage, compiled", [(2, False), (3, False), (2, True)])
-def test_two_rank_hybrid_pamlm_matches_one_process(setup, tmp_path: Path, zero_stage: int, compiled: bool) -> None:
+PAMLM_SETTINGS = ["pamlm.max_steps=6", "pamlm.global_batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def single_pamlm(setup, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """The one-process PA-MLM run every hybrid configuration is held to (run once)."""
     base, settings = setup
-    settings = [*settings, "pamlm.max_steps=6", "pamlm.global_batch_size=64"]
-    single = run("pamlm", base / "data", tmp_path / "single", load_config("ml-1m", settings))
+    out = tmp_path_factory.mktemp("single-pamlm") / "run"
+    return run("pamlm", base / "data", out, load_config("ml-1m", [*settings, *PAMLM_SETTINGS])), out
+
+
+@pytest.mark.parametrize("zero_stage, compiled", [(2, False), (3, False), (2, True)])
+def test_two_rank_hybrid_pamlm_matches_one_process(setup, single_pamlm, tmp_path: Path, zero_stage: int, compiled: bool) -> None:
+    base, settings = setup
+    settings = [*settings, *PAMLM_SETTINGS]
+    single, single_dir = single_pamlm
     hybrid_config = load_config("ml-1m", [*settings, "distributed.nproc=2", "distributed.engine=hybrid",
                                           f"distributed.zero_stage={zero_stage}", "distributed.sharding=row_wise",
                                           f"train.compile={str(compiled).lower()}"])
@@ -42,7 +53,7 @@ def test_two_rank_hybrid_pamlm_matches_one_process(setup, tmp_path: Path, zero_s
     print(f"ZeRO-{zero_stage}{' compiled' if compiled else ''} PA-MLM, largest step-loss gap over 6 steps: {gap:.2e}")
     assert gap < TOLERANCE, (one, two)
     # The exported model (ZeRO-3: gathered from the partitions) holds the same weights.
-    saved = [load_file(str(run / "dense.safetensors")) for run in (tmp_path / "single" / "checkpoint", tmp_path / "hybrid" / "checkpoint")]
+    saved = [load_file(str(run / "dense.safetensors")) for run in (single_dir / "checkpoint", tmp_path / "hybrid" / "checkpoint")]
     assert saved[0].keys() == saved[1].keys()
     assert max(float((saved[0][k] - saved[1][k]).abs().max()) for k in saved[0]) < 1e-4
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pyarrow as pa
 
 from cp_dist.data.columns import list_element_at
 from cp_dist.data.formats.base import RawFormat, json_interactions, json_side_table
 from cp_dist.data.lines import RawFile
-from cp_dist.data.schema import Field, LabelRule, RawTables
+from cp_dist.data.schema import Field, LabelRule
 
 REVIEW_SCHEMA = pa.schema(
     [("reviewerID", pa.string()), ("asin", pa.string()), ("overall", pa.float64()), ("unixReviewTime", pa.int64())]
@@ -32,7 +34,9 @@ class AmazonToys(RawFormat):
         Field("brand", "Brand", "item"),
     )
 
-    def read(self, files: dict[str, RawFile]) -> RawTables:
+    interactions_role = "reviews"
+
+    def read_side_tables(self, files: dict[str, RawFile]) -> tuple[None, pa.Table]:
         meta = json_side_table(files["meta"], META_SCHEMA, "asin")
         items = pa.table(
             {
@@ -44,8 +48,9 @@ class AmazonToys(RawFormat):
                 "brand": meta["brand"],
             }
         )
-        reviews = files["reviews"]
-        chunks = json_interactions(
-            reviews, REVIEW_SCHEMA, user="reviewerID", item="asin", rating="overall", timestamp="unixReviewTime"
+        return None, items
+
+    def read_interactions(self, raw: RawFile) -> Iterator[pa.Table]:
+        return json_interactions(
+            raw, REVIEW_SCHEMA, user="reviewerID", item="asin", rating="overall", timestamp="unixReviewTime"
         )
-        return RawTables(None, items, chunks, str(reviews.path))

@@ -28,6 +28,8 @@ class RawFormat(ABC):
     encoding: str = "utf-8"
     #: role -> accepted file names, first match wins (e.g. plain or gzip variants).
     file_names: dict[str, tuple[str, ...]]
+    #: the role of the interactions file, the one file that grows with the log
+    interactions_role: str
 
     def locate(self, raw_dir: Path, *, strict: bool) -> dict[str, RawFile]:
         if not raw_dir.is_dir():
@@ -44,8 +46,19 @@ class RawFormat(ABC):
         return files
 
     @abstractmethod
+    def read_side_tables(self, files: dict[str, RawFile]) -> tuple[pa.Table | None, pa.Table]:
+        """(users or None, items), and every file's header checked."""
+
+    @abstractmethod
+    def read_interactions(self, raw: RawFile) -> Iterator[pa.Table]:
+        """Interaction chunks (INTERACTION_SCHEMA) of whatever lines `raw` yields: the whole file, or
+        one block of it when the Ray engine parses blocks in parallel."""
+
     def read(self, files: dict[str, RawFile]) -> RawTables:
         """Side tables now, interactions lazily."""
+        users, items = self.read_side_tables(files)
+        raw = files[self.interactions_role]
+        return RawTables(users, items, self.read_interactions(raw), str(raw.path))
 
 
 def check_header(raw: RawFile, expected: Sequence[str], split: Callable[[str], list[str]]) -> None:

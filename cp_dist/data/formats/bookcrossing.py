@@ -5,6 +5,10 @@ The data set has no timestamps, so only the random split applies.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pyarrow as pa
+
 from cp_dist.data.formats.base import (
     InteractionBuffer,
     RawFormat,
@@ -14,7 +18,7 @@ from cp_dist.data.formats.base import (
     split_csv,
 )
 from cp_dist.data.lines import RawFile
-from cp_dist.data.schema import Field, LabelRule, RawTables
+from cp_dist.data.schema import Field, LabelRule
 
 
 def _isbn(raw: str) -> str:
@@ -48,7 +52,9 @@ class BookCrossing(RawFormat):
         Field("publisher", "Publisher", "item"),
     )
 
-    def read(self, files: dict[str, RawFile]) -> RawTables:
+    interactions_role = "ratings"
+
+    def read_side_tables(self, files: dict[str, RawFile]) -> tuple[pa.Table, pa.Table]:
         csv_split = split_csv(";")
         for role, header in self.headers.items():
             check_header(files[role], header, csv_split)
@@ -61,10 +67,11 @@ class BookCrossing(RawFormat):
             files["books"], csv_split, 8, skip_header=True
         ):
             item_table.add(_isbn(isbn), isbn, title, author, year, publisher)
+        return user_table.table(), item_table.table()
 
-        ratings = files["ratings"]
+    def read_interactions(self, raw: RawFile) -> Iterator[pa.Table]:
         rows = (
             (n, user, _isbn(isbn), rating, None)
-            for n, (user, isbn, rating) in delimited_rows(ratings, csv_split, 3, skip_header=True)
+            for n, (user, isbn, rating) in delimited_rows(raw, split_csv(";"), 3, skip_header=True)
         )
-        return RawTables(user_table.table(), item_table.table(), InteractionBuffer(ratings).drain(rows), str(ratings.path))
+        return InteractionBuffer(raw).drain(rows)

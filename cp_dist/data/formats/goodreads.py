@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -10,7 +11,7 @@ import pyarrow.compute as pc
 from cp_dist.data.columns import first_per_key, list_element_at
 from cp_dist.data.formats.base import RawFormat, json_interactions, json_side_table
 from cp_dist.data.lines import RawFile
-from cp_dist.data.schema import Field, LabelRule, RawTables
+from cp_dist.data.schema import Field, LabelRule
 
 INTERACTION_SCHEMA = pa.schema(
     [("user_id", pa.string()), ("book_id", pa.string()), ("rating", pa.int64()), ("date_added", pa.string())]
@@ -73,7 +74,9 @@ class GoodReads(RawFormat):
         Field("media_type", "Media type", "item"),
     )
 
-    def read(self, files: dict[str, RawFile]) -> RawTables:
+    interactions_role = "interactions"
+
+    def read_side_tables(self, files: dict[str, RawFile]) -> tuple[None, pa.Table]:
         books = json_side_table(files["books"], BOOK_SCHEMA, "book_id")
         first_author = list_element_at(books["authors"], "first").field("author_id")
         books = books.drop_columns("authors").append_column("author_id", first_author)
@@ -94,9 +97,11 @@ class GoodReads(RawFormat):
                 "media_type": media.take(formats.indices),
             }
         )
-        interactions = files["interactions"]
-        chunks = json_interactions(
-            interactions,
+        return None, items
+
+    def read_interactions(self, raw: RawFile) -> Iterator[pa.Table]:
+        return json_interactions(
+            raw,
             INTERACTION_SCHEMA,
             user="user_id",
             item="book_id",
@@ -104,7 +109,6 @@ class GoodReads(RawFormat):
             timestamp="date_added",
             parse_time=lambda dates: pc.strptime(dates, format=DATE_FORMAT, unit="s", error_is_null=True).cast(pa.int64()),
         )
-        return RawTables(None, items, chunks, str(interactions.path))
 
     @staticmethod
     def _top_genres(raw: RawFile) -> pa.Table:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pyarrow as pa
+
 from cp_dist.data.formats.base import (
     InteractionBuffer,
     RawFormat,
@@ -11,7 +15,7 @@ from cp_dist.data.formats.base import (
     split_on,
 )
 from cp_dist.data.lines import RawFile
-from cp_dist.data.schema import Field, LabelRule, RawTables
+from cp_dist.data.schema import Field, LabelRule
 
 #: Drop the ambiguous middle rating; the rest is like/dislike (paper_tables.md, ML-1M arithmetic).
 MOVIELENS_LABEL = LabelRule(min_rating=1, max_rating=5, positive_at_least=4, drop=(3,))
@@ -48,7 +52,9 @@ class MovieLens1M(RawFormat):
         Field("genre", "Film genre", "item"),
     )
 
-    def read(self, files: dict[str, RawFile]) -> RawTables:
+    interactions_role = "ratings"
+
+    def read_side_tables(self, files: dict[str, RawFile]) -> tuple[pa.Table, pa.Table]:
         sep = split_on("::")
         user_table = SideTableBuilder("user_id", "gender", "age", "occupation", "zipcode")
         users = files["users"]
@@ -61,10 +67,11 @@ class MovieLens1M(RawFormat):
         item_table = SideTableBuilder("movie_id", "title", "genre")
         for _, (movie, title, genres) in delimited_rows(files["movies"], sep, 3):
             item_table.add(movie, movie, title, genres.split("|")[0])
+        return user_table.table(), item_table.table()
 
-        ratings = files["ratings"]
-        rows = ((n, u, m, r, t) for n, (u, m, r, t) in delimited_rows(ratings, sep, 4))
-        return RawTables(user_table.table(), item_table.table(), InteractionBuffer(ratings).drain(rows), str(ratings.path))
+    def read_interactions(self, raw: RawFile) -> Iterator[pa.Table]:
+        rows = ((n, u, m, r, t) for n, (u, m, r, t) in delimited_rows(raw, split_on("::"), 4))
+        return InteractionBuffer(raw).drain(rows)
 
 
 class MovieLens100K(RawFormat):
@@ -90,7 +97,9 @@ class MovieLens100K(RawFormat):
         "movies": ("item_id:token", "movie_title:token_seq", "release_year:token", "class:token_seq"),
     }
 
-    def read(self, files: dict[str, RawFile]) -> RawTables:
+    interactions_role = "ratings"
+
+    def read_side_tables(self, files: dict[str, RawFile]) -> tuple[pa.Table, pa.Table]:
         tab = split_on("\t")
         for role, header in self.headers.items():
             check_header(files[role], header, tab)
@@ -105,7 +114,8 @@ class MovieLens100K(RawFormat):
         item_table = SideTableBuilder("item_id", "movie_title", "release_year", "genre")
         for _, (item, title, year, genres) in delimited_rows(files["movies"], tab, 4, skip_header=True):
             item_table.add(item, item, title, year or None, genres.split(" ")[0] if genres.strip() else None)
+        return user_table.table(), item_table.table()
 
-        ratings = files["ratings"]
-        rows = ((n, u, i, r, t) for n, (u, i, r, t) in delimited_rows(ratings, tab, 4, skip_header=True))
-        return RawTables(user_table.table(), item_table.table(), InteractionBuffer(ratings).drain(rows), str(ratings.path))
+    def read_interactions(self, raw: RawFile) -> Iterator[pa.Table]:
+        rows = ((n, u, i, r, t) for n, (u, i, r, t) in delimited_rows(raw, split_on("\t"), 4, skip_header=True))
+        return InteractionBuffer(raw).drain(rows)
