@@ -26,26 +26,37 @@ TOLERANCE = 2e-5
 pytestmark = pytest.mark.slow  # minute-long end-to-end checks
 
 
-PAMLM_SETTINGS = ["pamlm.max_steps=6", "pamlm.global_batch_size=64"]
+PAMLM_SETTINGS = ["pamlm.max_steps=6", "pamlm.global_batch_size=64", "distributed.checkpoint_every_steps=2"]
+
+
+def _hybrid_config(settings: list[str], zero_stage: int, compiled: bool = False):
+    return load_config("ml-1m", [*settings, *PAMLM_SETTINGS, "distributed.nproc=2", "distributed.engine=hybrid",
+                                 f"distributed.zero_stage={zero_stage}", "distributed.sharding=row_wise",
+                                 f"train.compile={str(compiled).lower()}"])
 
 
 @pytest.fixture(scope="module")
-def single_pamlm(setup, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    """The one-process PA-MLM run every hybrid configuration is held to (run once)."""
+def pamlm_runs(setup, tmp_path_factory: pytest.TempPathFactory):
+    """PA-MLM runs by engine settings, each trained once and shared by the tests below: (metrics, run dir)."""
     base, settings = setup
-    out = tmp_path_factory.mktemp("single-pamlm") / "run"
-    return run("pamlm", base / "data", out, load_config("ml-1m", [*settings, *PAMLM_SETTINGS])), out
+    runs: dict[tuple, tuple[dict, Path]] = {}
+
+    def get(zero_stage: int | None, compiled: bool = False) -> tuple[dict, Path]:
+        """zero_stage None: one process, the plain engine."""
+        if (zero_stage, compiled) not in runs:
+            out = tmp_path_factory.mktemp("pamlm") / "run"
+            config = load_config("ml-1m", [*settings, *PAMLM_SETTINGS]) if zero_stage is None else _hybrid_config(
+                settings, zero_stage, compiled)
+            runs[zero_stage, compiled] = run("pamlm", base / "data", out, config), out
+        return runs[zero_stage, compiled]
+
+    return get
 
 
 @pytest.mark.parametrize("zero_stage, compiled", [(2, False), (3, False), (2, True)])
-def test_two_rank_hybrid_pamlm_matches_one_process(setup, single_pamlm, tmp_path: Path, zero_stage: int, compiled: bool) -> None:
-    base, settings = setup
-    settings = [*settings, *PAMLM_SETTINGS]
-    single, single_dir = single_pamlm
-    hybrid_config = load_config("ml-1m", [*settings, "distributed.nproc=2", "distributed.engine=hybrid",
-                                          f"distributed.zero_stage={zero_stage}", "distributed.sharding=row_wise",
-                                          f"train.compile={str(compiled).lower()}"])
-    hybrid = run("pamlm", base / "data", tmp_path / "hybrid", hybrid_config)
+def test_two_rank_hybrid_pamlm_matches_one_process(pamlm_runs, zero_stage: int, compiled: bool) -> None:
+    single, single_dir = pamlm_runs(None)
+    hybrid, hybrid_dir = pamlm_runs(zero_stage, compiled)
     one, two = single["history"][0]["step_losses"], hybrid["history"][0]["step_losses"]
     assert single["engine"] == "plain" and single["world_size"] == 1
     assert len(one) == len(two) == 6 and hybrid["world_size"] == 2 and hybrid["zero_stage"] == zero_stage
@@ -53,7 +64,7 @@ def test_two_rank_hybrid_pamlm_matches_one_process(setup, single_pamlm, tmp_path
     print(f"ZeRO-{zero_stage}{' compiled' if compiled else ''} PA-MLM, largest step-loss gap over 6 steps: {gap:.2e}")
     assert gap < TOLERANCE, (one, two)
     # The exported model (ZeRO-3: gathered from the partitions) holds the same weights.
-    saved = [load_file(str(run / "dense.safetensors")) for run in (single_dir / "checkpoint", tmp_path / "hybrid" / "checkpoint")]
+    saved = [load_file(str(run / "dense.safetensors")) for run in (single_dir / "checkpoint", hybrid_dir / "checkpoint")]
     assert saved[0].keys() == saved[1].keys()
     assert max(float((saved[0][k] - saved[1][k]).abs().max()) for k in saved[0]) < 1e-4
 
@@ -85,13 +96,11 @@ def test_two_rank_hybrid_finetuning_matches_one_process(setup, tmp_path: Path) -
     assert abs(single["valid"]["auc"] - hybrid["valid"]["auc"]) < 1e-4
 
 
-def test_killed_run_resumes_from_its_last_checkpoint_and_matches(setup, tmp_path: Path) -> None:
+def test_killed_run_resumes_from_its_last_checkpoint_and_matches(setup, pamlm_runs, tmp_path: Path) -> None:
     """LocalCheckpoints under ZeRO-3 (the Ray test covers Ray's store under ZeRO-2)."""
     base, settings = setup
-    config = load_config("ml-1m", [*settings, "pamlm.max_steps=6", "pamlm.global_batch_size=64", "distributed.nproc=2",
-                                   "distributed.engine=hybrid", "distributed.zero_stage=3", "distributed.checkpoint_every_steps=2"])
-    clean = run("pamlm", base / "data", tmp_path / "clean", config)
-    killed = StageJob("pamlm", base / "data", tmp_path / "killed", config, fail_at_step=3)
+    clean, _ = pamlm_runs(3)
+    killed = StageJob("pamlm", base / "data", tmp_path / "killed", _hybrid_config(settings, 3), fail_at_step=3)
     with pytest.raises(ProcessExitedException, match="SIGKILL"):
         train(killed)
     assert (tmp_path / "killed" / "resume" / "LATEST").read_text().strip() == "step-00000002"

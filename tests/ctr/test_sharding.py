@@ -31,12 +31,26 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base / "prepared"
 
 
+@pytest.fixture(scope="module")
+def single_runs(data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One-process training by logical-shard count, each run once: the reference of every sharding."""
+    runs: dict[int, dict] = {}
+
+    def get(shards: int) -> dict:
+        if shards not in runs:
+            config = load_config("ml-1m", [*SETTINGS, f"train.logical_shards={shards}"])
+            runs[shards] = train(StageJob("ctr", data, tmp_path_factory.mktemp("single") / "run", config))
+        return runs[shards]
+
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sharding, shards", [("table_wise", 1), ("row_wise", 1), ("column_wise", 1), ("table_wise", 4)])
-def test_sharded_training_matches_single_process(sharding: str, shards: int, data: Path, tmp_path: Path) -> None:
+def test_sharded_training_matches_single_process(sharding: str, shards: int, data: Path, single_runs, tmp_path: Path) -> None:
     """With logical shards each rank reads only its half of the rows, and the steps stay the same."""
     settings = [*SETTINGS, f"train.logical_shards={shards}"]
-    single = train(StageJob("ctr", data, tmp_path / "single", load_config("ml-1m", settings)))
+    single = single_runs(shards)
     two_ranks = load_config("ml-1m", [*settings, "distributed.nproc=2", f"distributed.sharding={sharding}"])
     sharded = train(StageJob("ctr", data, tmp_path / sharding, two_ranks))
     assert sharded["world_size"] == 2 and all(sharding in plan for plan in sharded["sharding"].values())
