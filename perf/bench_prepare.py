@@ -11,7 +11,7 @@ alone, as a job submitter on a cluster's head would be; the workers' peak RSS is
 while it runs. Each Ray engine's output is compared with the local engine's: the ID columns, labels
 and timestamps of every split row by row, vocab.parquet and meta.json.
 
-Prints a table and writes perf/results/prepare_<format>.{json,md,png}.
+Prints a table and writes perf/results/prepare_<format>_<rows>[_<rows>...].{json,md,png}.
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ def main() -> None:
             subprocess.run(cli + ["synth", "--format", args.format, "--rows", str(rows), "--out", str(raw), "--overwrite"],
                            check=True, stdout=subprocess.DEVNULL)
         plan = [("local", None)] * ("local" in args.engines) + [("ray", w) for w in args.ray_workers] * ("ray" in args.engines)
-        runs = []
+        size = {"raw_lines": rows, "runs": []}
+        sizes.append(size)
         for engine, workers in plan:
             name = "local" if workers is None else f"ray, {workers} worker{'s' * (workers > 1)}"
             out = args.work / f"{args.format}-{rows}-{engine}{workers or ''}"
@@ -163,13 +164,16 @@ def main() -> None:
                 k: v for k, v in run.items() if k not in ("seconds", "peak_rss_gib")}
             if workers is not None and "local" in args.engines:
                 run["same_output_as_local"] = same_output(out, args.work / f"{args.format}-{rows}-local")
-            runs.append(run)
-        meta = json.loads((out / "meta.json").read_text())
-        sizes.append({"raw_lines": rows, "interactions_kept": meta["counts"]["interactions_kept"],
-                      "raw_bytes": sum(s["bytes"] for s in meta["sources"]), "runs": runs})
+            meta = json.loads((out / "meta.json").read_text())
+            size |= {"interactions_kept": meta["counts"]["interactions_kept"], "raw_bytes": sum(s["bytes"] for s in meta["sources"])}
+            size["runs"].append(run)
+            report(args, sizes)  # after every run: a long benchmark cut short keeps what it measured
         for engine, workers in plan[:-1]:  # keep the last output only: the disk holds a few copies at most
             shutil.rmtree(args.work / f"{args.format}-{rows}-{engine}{workers or ''}", ignore_errors=True)
 
+
+def report(args: argparse.Namespace, sizes: list[dict]) -> None:
+    """The table, JSON, markdown and plot of the runs so far."""
     ray_driver = [run["peak_rss_gib"] for size in sizes for run in size["runs"] if run["engine"].startswith("ray")]
     result = {
         "benchmark": "prepare", "format": args.format, "sizes": sizes,
@@ -200,7 +204,7 @@ def main() -> None:
     text = f"{summary}\n\n" + "\n".join(f"- {n}" for n in notes) + f"\n\n{machine}\n"
     print("\n" + text)
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / f"prepare_{args.format}"
+    stem = args.results / f"prepare_{args.format}_{'_'.join(str(rows) for rows in args.rows)}"
     write_json(stem.with_suffix(".json"), result)
     write_markdown(stem.with_suffix(".md"), text)
     plot(result, stem.with_suffix(".png"))

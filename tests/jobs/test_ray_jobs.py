@@ -32,9 +32,9 @@ def jobs(tmp_path_factory: pytest.TempPathFactory, ml100k_raw: Path) -> dict:
     common = ["--work", str(work / "work"), "--storage", str(work / "storage")]
     codes = run_ray_jobs([
         # the data every training job below uses (WORK/data), prepared as its own job on the cluster, in
-        # blocks small enough that parsing, counting and the cut points span many; min-count 2 leaves users OOV
+        # blocks small enough that parsing, counting and the cut points span many; min-count 5 leaves some users OOV
         ["python", "jobs/prepare.py", "--dataset", "goodreads", "--raw", str(work / "work" / "raw"),
-         "--out", str(work / "work" / "data"), "--block-mib", "0.0625", "--min-count", "2"],
+         "--out", str(work / "work" / "data"), "--block-mib", "0.0625", "--min-count", "5"],
         ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm"],
         ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-killed", "--fail-at-step", "5"],
         ["python", "jobs/finetune_goodreads.py", *common, "--name", "finetune"],
@@ -151,14 +151,14 @@ def _assert_same_preparation(ray_dir: Path, local_dir: Path) -> None:
 
 
 def test_prepare_job_on_goodreads_equals_the_local_engine(jobs: dict, tmp_path: Path) -> None:
-    """Gzip JSON in many blocks, users known by key only (the groupby, sort and join path), min-count 2.
+    """Gzip JSON in many blocks, users known by key only (the groupby, sort and join path), min-count 5.
     The training jobs above ran on this data (tokenized by the first of them: the text id columns)."""
     assert jobs["prepare_code"] == 0, _log(jobs, -1)[-5000:]
     assert "time split: valid from (timestamp, line)" in _log(jobs, -1)
-    prepare("goodreads", jobs["work"] / "raw", tmp_path / "local", PrepareOptions(min_count=2))
+    prepare("goodreads", jobs["work"] / "raw", tmp_path / "local", PrepareOptions(min_count=5))
     _assert_same_preparation(jobs["work"] / "data", tmp_path / "local")
     vocab = pq.read_table(tmp_path / "local" / "vocab.parquet").to_pandas()
-    assert vocab.query("field == 'user_id' and index == 0").train_count.item() > 0, "min-count 2 leaves some users OOV"
+    assert vocab.query("field == 'user_id' and index == 0").train_count.item() > 0, "min-count 5 leaves some users OOV"
 
 
 def test_prepare_job_on_ml100k_equals_the_local_engine(jobs: dict, ml100k_raw: Path, tmp_path: Path) -> None:
