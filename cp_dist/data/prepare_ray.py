@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 import ray.data
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cp_dist.data.columns import as_array, clean_text
 from cp_dist.data.formats import get_format
@@ -159,8 +160,14 @@ def _check(dataset: str, out_dir: Path, options: PrepareOptions) -> RawFormat:
 def _parse(dataset: str, raw: RawFile, side, strict: bool, block_bytes: int) -> tuple[list, list[dict], str]:
     """Block refs of parsed interactions in file order, their small statistics, and the file's sha256."""
     parallel = _cpus()
-    reader = _read_blocks.options(_generator_backpressure_num_objects=2 * parallel).remote(
-        str(raw.path), raw.encoding, strict, block_bytes)
+    # The reader takes no CPU slot: it waits on the parse tasks most of the time, and holding a slot
+    # while it waits would leave a 1-CPU cluster none to parse with. It runs on a node with CPUs, not
+    # on a head started with --num-cpus=0.
+    nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
+    reader = _read_blocks.options(
+        num_cpus=0, _generator_backpressure_num_objects=2 * parallel,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[0], soft=True) if nodes else "DEFAULT",
+    ).remote(str(raw.path), raw.encoding, strict, block_bytes)
     blocks, stat_refs, previous = [], [], None
     for ref in reader:  # the last item is the checksum, so each block is parsed once the next one arrives
         if previous is not None:
