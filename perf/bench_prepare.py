@@ -68,7 +68,8 @@ class WorkerPeaks:
         while not self._stop.wait(0.5):
             for proc in Path("/proc").glob("[0-9]*"):
                 try:
-                    if b"default_worker.py" not in (proc / "cmdline").read_bytes():
+                    command = (proc / "cmdline").read_bytes()  # a busy worker retitles itself "ray::<task>"
+                    if b"default_worker.py" not in command and not command.startswith(b"ray::"):
                         continue
                     status = (proc / "status").read_text()
                 except OSError:
@@ -83,8 +84,12 @@ class WorkerPeaks:
 
 
 def run_ray(cli: list[str], workers: int) -> dict:
-    """The command as the driver of a `ray start` cluster of `workers` CPUs, and the workers' memory."""
-    subprocess.run([str(RAY), "start", "--head", "--port=6390", f"--num-cpus={workers}", "--dashboard-host=127.0.0.1",
+    """The command as the driver of a `ray start` cluster of `workers` CPUs, and the workers' memory.
+    The cluster's processes are pinned to `workers` cores (taskset), so that 1 worker has 1 core even
+    on a machine with more: its 0-CPU block reader and Ray Data's helpers would otherwise run on the
+    spare ones. The driver is not pinned."""
+    pinned = ["taskset", "-c", ",".join(str(core) for core in range(workers))] if workers < (os.cpu_count() or 1) else []
+    subprocess.run([*pinned, str(RAY), "start", "--head", "--port=6390", f"--num-cpus={workers}", "--dashboard-host=127.0.0.1",
                     "--include-dashboard=false", "--disable-usage-stats"], check=True, stdout=subprocess.DEVNULL)
     try:
         with WorkerPeaks() as peaks:
