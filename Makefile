@@ -36,9 +36,10 @@ test-fast: install
 mutants: install
 	$(PY) tests/mutants.py
 
-## Preparation at paper scale (GoodReads format, ~20.1M interactions; ~10-15 min on 2 cores).
+## Preparation at paper scale (GoodReads format, ~20.1M interactions): the local engine, then the Ray
+## engine with 2 and 1 workers, outputs compared (~25 min on 2 cores with the raw files' generation).
 bench-prepare: install
-	$(PY) perf/bench_prepare.py
+	$(PY) perf/bench_prepare.py --rows 20950000 --ray-workers 2 1
 
 ## DCNv2 training samples/s: 1 process against 2 sharded processes (~2 min).
 bench-ctr-train: install
