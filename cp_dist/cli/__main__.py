@@ -1,5 +1,7 @@
 """`python -m cp_dist.cli`: the cp-dist command, for scripts that run it under a given interpreter."""
 
+import sys
+
 from cp_dist.cli import main
 
-main()
+sys.exit(main())
