@@ -81,6 +81,10 @@ def prepare_with_ray(dataset: str, raw_dir: Path, out_dir: Path, options: Prepar
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     try:
         return prepare_on_ray(dataset, raw_dir, out_dir, options, block_bytes=block_bytes)
+    except ray.exceptions.RayTaskError as err:  # bad input found in a task: its one-line message, not a traceback
+        if isinstance(err.cause, UserError):
+            raise err.cause from None
+        raise
     finally:
         if not connected:
             ray.shutdown()
