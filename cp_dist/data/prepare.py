@@ -29,6 +29,8 @@ from cp_dist.errors import UserError
 from cp_dist.io import atomic_dir
 
 OOV_VALUE = "<OOV>"
+#: Where a data set has no user file, its one user field is the user key itself.
+KEY_USER_FIELD = "user_id"
 VOCAB_SCHEMA = pa.schema([("field", pa.string()), ("index", pa.int32()), ("value", pa.string()), ("train_count", pa.int64())])
 
 
@@ -216,7 +218,7 @@ def _encode_interactions(
         raise no_interactions_left(tables.interactions_file, counts)
     if users is None:  # the user field is the key itself
         keys = pa.array(list(user_index), pa.string())
-        users = pa.table({"key": keys, "user_id": keys})
+        users = pa.table({"key": keys, KEY_USER_FIELD: keys})
     columns = [np.concatenate([p[c] for p in parts]) for c in range(3)]
     timestamps = np.concatenate([p[3] for p in parts]).astype(np.int64) if need_time else None
     return Interactions(*columns, timestamps, counts), users

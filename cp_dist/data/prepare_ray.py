@@ -45,6 +45,7 @@ from cp_dist.data.formats.base import RawFormat
 from cp_dist.data.lines import BLOCK_BYTES, FIRST_LINES_KEPT, RawBlock, RawFile
 from cp_dist.data.meta import SPLITS, VOCAB_FILE, DatasetMeta
 from cp_dist.data.prepare import (
+    KEY_USER_FIELD,
     PrepareOptions,
     Vocabulary,
     clean_side_table,
@@ -66,8 +67,6 @@ log = logging.getLogger(__name__)
 COUNTS = ("interactions_read", "dropped_by_label_rule", "dropped_unknown_user", "dropped_unknown_item")
 #: Histogram bins per counting pass: a 30-year span of seconds resolves to one second in three passes.
 BINS = 4096
-#: A key-only user field (no user file) is the user key itself, as data.prepare's user table has it.
-KEY_FIELD = "user_id"
 
 
 def prepare_with_ray(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareOptions | None = None, *,
@@ -119,15 +118,15 @@ def prepare_on_ray(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareO
     log.info("time split: valid from (timestamp, line) %s, test from %s (%.0f s)", *keys, time.perf_counter() - started)
     blocks = [_with_split.remote(block, keys) for block in blocks]
 
-    block_counts = [_block_counts.options(num_returns=2).remote(block, side_info["users"] is not None) for block in blocks]
+    block_counts = [_block_counts.options(num_returns=2).remote(block, side_info["has_user_table"]) for block in blocks]
     summaries = _summaries([ray.get(summary) for summary, _ in block_counts])
     side_vocab = _side_vocabularies.remote(side, [c for _, c in block_counts], options.min_count)
     vocab_sizes, distinct = ray.get(_vocabulary_sizes.remote(side_vocab))
     rows = ray.data.from_arrow_refs(blocks)
     user_vocab: list = []
-    if side_info["users"] is None:
+    if not side_info["has_user_table"]:
         partitions = min(len(blocks), 4 * _cpus())  # Ray Data's default of 200 costs minutes on small data
-        user_vocab, vocab_sizes[KEY_FIELD], distinct["user"] = _user_vocabulary(rows, options.min_count, partitions)
+        user_vocab, vocab_sizes[KEY_USER_FIELD], distinct["user"] = _user_vocabulary(rows, options.min_count, partitions)
         rows = rows.join(ray.data.from_arrow_refs(user_vocab).select_columns(["user", "user_index"]), "left_outer",
                          num_partitions=partitions, on=("user",))
     counts |= {"distinct_users": distinct["user"], "distinct_items": distinct["item"]} | side_info["duplicates"]
@@ -140,10 +139,11 @@ def prepare_on_ray(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareO
     ordered = rows.sort(["timestamp", "line"]).materialize().to_arrow_refs()
     log.info("rows sorted by (timestamp, line) (%.0f s)", time.perf_counter() - started)
     with atomic_dir(out_dir, overwrite=options.overwrite) as tmp:
-        for index, name in enumerate(SPLITS):
-            (tmp / f"{name}.parquet").mkdir()
-            ray.get([_write_part.remote(block, tmp / f"{name}.parquet" / f"part-{k:06d}.parquet", fmt.fields, index,
-                                        side, side_vocab, options.row_group_rows) for k, block in enumerate(ordered)])
+        split_dirs = [tmp / f"{name}.parquet" for name in SPLITS]
+        for split_dir in split_dirs:
+            split_dir.mkdir()
+        ray.get([_write_parts.remote(block, [d / f"part-{k:06d}.parquet" for d in split_dirs], fmt.fields, side,
+                                     side_vocab, options.row_group_rows) for k, block in enumerate(ordered)])
         ray.get(_write_vocabularies.remote(tmp / VOCAB_FILE, fmt.fields, side_vocab, user_vocab, summaries["train"]["rows"]))
         meta.save(tmp)
     log.info("prepared %s in %.0f s", out_dir, time.perf_counter() - started)
@@ -206,7 +206,7 @@ def _side_tables(dataset: str, raw_dir: Path, strict: bool) -> dict:
 @ray.remote
 def _side_info(side: dict) -> dict:
     """What the driver needs of the side tables: their sizes, not their rows."""
-    return {"users": None if side["users"] is None else side["users"].num_rows, "duplicates": side["duplicates"],
+    return {"has_user_table": side["users"] is not None, "duplicates": side["duplicates"],
             "sources": side["sources"], "malformed": side["malformed"]}
 
 
@@ -373,18 +373,16 @@ def _numbered(table: pa.Table, first: int) -> pa.Table:
 
 
 @ray.remote
-def _write_part(block: pa.Table, path: Path, fields, split: int, side: dict, side_vocab: dict, row_group_rows: int) -> int:
-    """The rows of one split in a sorted block, with their ID and text columns, as one Parquet file."""
-    block = block.filter(pc.equal(block["split"], split))
-    if block.num_rows == 0:
-        return 0
+def _write_parts(block: pa.Table, paths: list[Path], fields, side: dict, side_vocab: dict, row_group_rows: int) -> None:
+    """A sorted block's rows with their ID and text columns, one Parquet file per split it holds rows of
+    (paths[s] for split s): a block lies in one split but where a cut falls inside it."""
     vocabularies = side_vocab["vocabularies"]
     rows = {"item": block["item_row"].to_numpy()}
     texts_of = {"item": side["item_text"], "user": side["user_text"]}
     ids, texts = {}, {}
     if side["users"] is None:  # the key-only user field: its text is the cleaned key, its index from the join
-        ids[KEY_FIELD] = pc.fill_null(block["user_index"], 0).to_numpy()
-        texts[KEY_FIELD] = as_array(block["user"])
+        ids[KEY_USER_FIELD] = pc.fill_null(block["user_index"], 0).to_numpy()
+        texts[KEY_USER_FIELD] = as_array(block["user"])
     else:
         rows["user"] = block["user"].to_numpy()
     for f in fields:
@@ -392,8 +390,11 @@ def _write_part(block: pa.Table, path: Path, fields, split: int, side: dict, sid
             ids[f.name] = vocabularies[f.name].id_of_side_row[rows[f.side]]
             texts[f.name] = texts_of[f.side][f.name].take(rows[f.side])
     table = output_table(fields, ids, texts, block["label"].to_numpy(), block["timestamp"].to_numpy())
-    pq.write_table(table, path, row_group_size=row_group_rows, compression="zstd")
-    return table.num_rows
+    split = block["split"].to_numpy()
+    for index, path in enumerate(paths):
+        rows_of_split = np.flatnonzero(split == index)
+        if len(rows_of_split):
+            pq.write_table(table.take(rows_of_split), path, row_group_size=row_group_rows, compression="zstd")
 
 
 @ray.remote
