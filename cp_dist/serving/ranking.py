@@ -3,8 +3,8 @@
 A ranking service scores the same items for user after user, so the item side is encoded once: the
 ItemCatalogue holds every item of the prepared data (all splits) as one [items + 1, F] tensor of
 field indices, zero in the other columns, kept on the serving device. A request then costs one
-dictionary lookup per candidate, the user's few fields encoded once, a gather and an add; no item
-value is sent or re-encoded. The item key is the first item-side field (every data format's item
+dictionary lookup per candidate and the user's few fields encoded once; no item value is sent or
+re-encoded. The item key is the first item-side field (every data format's item
 id). Row 0 is the unknown item: all its fields out of vocabulary (index 0), as a value never seen
 in training would be. Fields not on the item side (the user's, and context fields where a data set
 has them) come with the request. With-PLM runs also render each row's text, the items' part from
@@ -13,6 +13,7 @@ the catalogue's readable values.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
@@ -41,9 +42,12 @@ class ItemCatalogue:
         self.indices = indices  # [items + 1, F] int64
         keys = values[self.key.text_column].to_pylist()[1:]
         self._rows = ValueIndex(zip(keys, range(1, len(indices)), strict=True))
-        # Each item's index row as bytes: a request's ids are one join of them, one pass over the
-        # candidates (a lookup, then a gather, is two, and the host's caches are cold between requests).
-        self._id_bytes = ValueIndex(zip(keys, map(np.ndarray.tobytes, indices[1:]), strict=True), default=indices[0].tobytes())
+        # Each item's item-side indices as bytes, so that a request's ids are one join of them (see
+        # Ranker.host_ids): one pass over the candidates, where a lookup then a gather and an add
+        # take three, each finding the host's caches cold after the previous request's forward pass.
+        item_indices = indices[:, self.columns]
+        self._item_bytes = ValueIndex(zip(keys, map(np.ndarray.tobytes, item_indices[1:]), strict=True),
+                                      default=item_indices[0].tobytes())
 
     @classmethod
     def from_data(cls, data_dir: Path, meta: DatasetMeta | None = None) -> ItemCatalogue:
@@ -69,9 +73,10 @@ class ItemCatalogue:
         """Each item's catalogue row; 0 (the unknown item) for keys the data never held."""
         return np.fromiter(self._lookup(self._rows, items), np.int64, len(items))
 
-    def ids(self, items: Sequence[object]) -> np.ndarray:
-        """[len(items), F] (read-only) each item's row of `indices`: rows(items)'s gather, in one pass."""
-        return np.frombuffer(b"".join(self._lookup(self._id_bytes, items)), np.int64).reshape(len(items), self.indices.shape[1])
+    def item_bytes(self, items: Sequence[object]) -> tuple[bytes, ...]:
+        """Each item's indices in the `columns` (int64, native order); the unknown item's zeros for
+        keys the data never held."""
+        return self._lookup(self._item_bytes, items)
 
     def _lookup(self, index: ValueIndex, items: Sequence[object]) -> tuple:
         try:
@@ -89,10 +94,16 @@ class Ranker:
         self.scorer, self.catalogue = scorer, catalogue
         vocabularies = scorer.vocabularies
         self.request_fields = [(k, f) for k, f in enumerate(vocabularies.fields) if f.side != "item"]
-        self._lookups = [(k, f.name, vocabularies.index(f.name)) for k, f in self.request_fields]
-        # On the host the ids are built in numpy (a few microseconds a call where a torch op costs
-        # tens); on a GPU the catalogue lives there and only the row numbers cross.
+        self._request_columns = [k for k, _ in self.request_fields]
+        self._lookups = [(f.name, vocabularies.index(f.name)) for _, f in self.request_fields]
+        self._pack_request = struct.Struct(f"={len(self._request_columns)}q").pack
+        # On the host the ids are built from bytes (host_ids: request columns, then item columns,
+        # which is the model's order where the data lists the item fields last, as every format of
+        # cp_dist does); on a GPU the catalogue lives there and only the row numbers cross.
         self._on_host = scorer.device.type == "cpu"
+        self._width = len(vocabularies.fields)
+        item_fields_last = self._request_columns + catalogue.columns == list(range(self._width))
+        self._joins_ids = self._on_host and not scorer.reads_text and item_fields_last
         self._item_indices = catalogue.indices if self._on_host else torch.from_numpy(catalogue.indices).to(scorer.device)
 
     @classmethod
@@ -100,27 +111,37 @@ class Ranker:
         scorer = Scorer.from_run(run_dir, data_dir, device)
         return cls(scorer, ItemCatalogue.from_data(data_dir))
 
-    def encode_user(self, user: Mapping[str, object]) -> np.ndarray:
-        """[F]: the user's (and context) fields' indices, zero in the item columns."""
-        row = np.zeros(len(self.scorer.vocabularies.fields), dtype=np.int64)
+    def request_indices(self, user: Mapping[str, object]) -> list[int]:
+        """The indices of the user's (and context) fields, in `request_fields` order."""
         try:
-            for column, name, index in self._lookups:
-                row[column] = index[user[name]]
+            return [index[user[name]] for name, index in self._lookups]
         except KeyError:  # a field the user lacks (an unseen value maps to 0, never raises)
-            missing = next(name for _, name, _ in self._lookups if name not in user)
-            expected = ", ".join(name for _, name, _ in self._lookups)
+            missing = next(name for name, _ in self._lookups if name not in user)
+            expected = ", ".join(name for name, _ in self._lookups)
             raise UserError(f"user has no field {missing!r}; expected all of {expected}") from None
         except TypeError:  # an unhashable value: a list, a dict
-            name = next(name for _, name, _ in self._lookups if not is_hashable(user[name]))
+            name = next(name for name, _ in self._lookups if not is_hashable(user[name]))
             raise UserError(f"field {name!r}: a {type(user[name]).__name__} value; expected one value "
                             "(a string or a number)") from None
+
+    def encode_user(self, user: Mapping[str, object]) -> np.ndarray:
+        """[F]: the user's (and context) fields' indices, zero in the item columns."""
+        row = np.zeros(self._width, dtype=np.int64)
+        row[self._request_columns] = self.request_indices(user)
         return row
+
+    def host_ids(self, user: Mapping[str, object], items: Sequence[object]) -> torch.Tensor:
+        """[len(items), F] on the host in one join: the request's packed indices before every item's
+        (joined with an empty first part, so each row is request columns, then item columns)."""
+        request = bytearray(self._pack_request(*self.request_indices(user)))
+        rows = request.join((b"", *self.catalogue.item_bytes(items)))  # a bytearray: writable, as torch wants
+        return torch.from_numpy(np.frombuffer(rows, np.int64).reshape(len(items), self._width))
 
     def inputs(self, user: Mapping[str, object], items: Sequence[object]) -> tuple[torch.Tensor, ...]:
         """The model's inputs for a request: ids, and for a with-PLM model token ids and mask."""
+        if self._joins_ids:
+            return (self.host_ids(user, items),)
         request_row = self.encode_user(user)
-        if self._on_host and not self.scorer.reads_text:
-            return (torch.from_numpy(self.catalogue.ids(items) + request_row),)
         rows = self.catalogue.rows(items)
         if self._on_host:
             ids = torch.from_numpy(self._item_indices[rows] + request_row)

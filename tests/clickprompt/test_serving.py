@@ -159,6 +159,8 @@ def test_ranking_unknown_items_and_bad_requests(runs) -> None:
     (alone,) = ranker.inputs(user, [items[0]])
     (as_number,) = ranker.inputs(user, [int(items[0]), items[0]])  # an id sent as a JSON number
     assert torch.equal(alone[0], ids[0]) and torch.equal(as_number[0], ids[0]) and torch.equal(as_number[1], ids[0])
+    gathered = ranker.catalogue.indices[ranker.catalogue.rows([*items, "never an item"])] + ranker.encode_user(user)
+    assert torch.equal(ranker.host_ids(user, [*items, "never an item"]), torch.from_numpy(gathered)), "one join = gather + add"
     assert ranker.score(user, []).shape == (0,)
     field = ranker.request_fields[1][1].name
     with pytest.raises(UserError, match=f"user has no field '{field}'; expected all of"):
