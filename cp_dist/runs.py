@@ -29,7 +29,7 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.parquet"
 SETTINGS_FILE = "run.json"
 RESUME_DIR = "resume"
-FAILURE_MARKER = ".failure-rehearsed"  # a rehearsed failure (--fail-at-step) happens once per run
+FAILURE_MARKER = ".failure-rehearsed-at-"  # + the step: a rehearsed failure (--fail-at-step) happens once per run
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,8 @@ class RunDir:
     def resume(self) -> Path:
         return self.path / RESUME_DIR
 
-    @property
-    def failure_marker(self) -> Path:
-        return self.path / FAILURE_MARKER
+    def failure_marker(self, step: int) -> Path:
+        return self.path / f"{FAILURE_MARKER}{step}"
 
     @property
     def finished(self) -> bool:
@@ -100,8 +99,10 @@ class RunDir:
         """Removes what a run writes here (and nothing else), for --overwrite."""
         for name in (CHECKPOINT_DIR, RESUME_DIR):
             shutil.rmtree(self.path / name, ignore_errors=True)
-        for name in (METRICS_FILE, SETTINGS_FILE, FAILURE_MARKER, PREDICTIONS_FILE):
+        for name in (METRICS_FILE, SETTINGS_FILE, PREDICTIONS_FILE):
             (self.path / name).unlink(missing_ok=True)
+        for marker in self.path.glob(f"{FAILURE_MARKER}*"):
+            marker.unlink()
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

@@ -49,7 +49,9 @@ def job_parser(stage: str, dataset: str, script: str) -> argparse.ArgumentParser
     if STAGES[stage].start != "none":
         parser.add_argument("--pretrained", type=Path, help="the PA-MLM run directory it starts from (default: WORK/pamlm)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a preset value")
-    parser.add_argument("--fail-at-step", type=int, help="rehearse a failure: the last worker kills itself at this step once")
+    parser.add_argument("--fail-at-step", type=int, nargs="+", default=[], metavar="N",
+                        help="rehearse failures: the last worker kills itself once at each of these steps "
+                             "(Ray restarts the workers up to distributed.max_failures times)")
     return parser
 
 
@@ -92,7 +94,7 @@ def job_main(stage: str, dataset: str, script: str, argv: list[str] | None = Non
     engine = f"ZeRO-{distributed.zero_stage}" if distributed.engine == "hybrid" else "plain engine"
     print(f"{stage} on {dataset}: preset {args.preset}, {distributed.nproc} workers, {engine}, "
           f"tables {distributed.sharding}; storage {storage}")
-    result = run_on_ray(StageJob(stage, data, run.path, config, init_from=start, fail_at_step=args.fail_at_step),
+    result = run_on_ray(StageJob(stage, data, run.path, config, init_from=start, fail_at_steps=tuple(args.fail_at_step)),
                         storage, args.name)
     summary = f"{stage} finished: {result['steps']} steps, last epoch loss {result['history'][-1]['loss']:.4f}"
     if result["test"] is not None:

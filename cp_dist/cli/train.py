@@ -37,7 +37,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.overwrite:
         run.clear()
     start = RunDir(args.pretrained).checkpoint if args.pretrained else None
-    metrics = train(StageJob(stage, args.data, args.out, config_from(args), init_from=start, fail_at_step=args.fail_at_step))
+    metrics = train(StageJob(stage, args.data, args.out, config_from(args), init_from=start, fail_at_steps=tuple(args.fail_at_step)))
     line = f"{metrics['stage']} ({metrics['model']}) on {metrics['dataset']}, {metrics['world_size']} rank(s): " \
            f"{metrics['steps']} steps, last epoch loss {metrics['history'][-1]['loss']:.4f}"
     if metrics["test"] is not None:
@@ -60,9 +60,10 @@ def training_options(p: argparse.ArgumentParser) -> None:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     training_options(p)
-    p.add_argument("--fail-at-step", type=int, metavar="N",
-                   help="rehearse a failure: the last rank kills itself (SIGKILL) once at global step N; run the "
-                        "command again to resume (set distributed.checkpoint_every_steps for resume points mid-epoch)")
+    p.add_argument("--fail-at-step", type=int, nargs="+", default=[], metavar="N",
+                   help="rehearse a failure: the last rank kills itself (SIGKILL) once at global step N (at each N "
+                        "given); run the command again to resume (set distributed.checkpoint_every_steps for resume "
+                        "points mid-epoch)")
 
 
 def add_commands(commands) -> None:

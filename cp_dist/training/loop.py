@@ -41,7 +41,7 @@ class StageJob:
     out_dir: Path  # the run directory (cp_dist.runs); every rank (every node) must see it
     config: Config
     init_from: Path | None = None  # a start checkpoint, e.g. a PA-MLM run's checkpoint/
-    fail_at_step: int | None = None  # rehearsal: the last rank SIGKILLs itself once at this step
+    fail_at_steps: tuple[int, ...] = ()  # rehearsals: the last rank SIGKILLs itself once at each of these steps
 
 
 @dataclass
@@ -126,8 +126,8 @@ def run_stage(rank: RankInfo, job: StageJob, store: ResumeStore) -> None:
         for batch in batches:
             if settings.max_steps is not None and progress.global_step >= settings.max_steps:
                 break
-            if job.fail_at_step == progress.global_step and rank.rank == rank.world_size - 1:
-                _rehearse_failure(run)
+            if progress.global_step in job.fail_at_steps and rank.rank == rank.world_size - 1:
+                _rehearse_failure(run, progress.global_step)
             pending.append(train_step(stage, model, batch, progress.global_step))
             progress.batch_in_epoch += 1
             progress.global_step += 1
@@ -233,11 +233,11 @@ def result(stage: Stage, model: Engine, progress: Progress, job: StageJob, rank:
     }
 
 
-def _rehearse_failure(run: RunDir) -> None:
-    """This rank dies as a lost node's would (SIGKILL), once per run: the marker in the run
-    directory stops the restarted rank from dying again."""
-    if not run.failure_marker.exists():
-        run.failure_marker.touch()
+def _rehearse_failure(run: RunDir, step: int) -> None:
+    """This rank dies as a lost node's would (SIGKILL), once per run and step: the step's marker in
+    the run directory stops the restarted rank from dying there again."""
+    if not run.failure_marker(step).exists():
+        run.failure_marker(step).touch()
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -14,7 +14,7 @@ from cp_dist.training.resume import LocalResumeStore
 from cp_dist.training.stages import STAGES
 
 #: Settings a run may change when it is resumed.
-RESUMABLE_CHANGES = ("config.distributed.max_failures", "config.train.compile", "fail_at_step")
+RESUMABLE_CHANGES = ("config.distributed.max_failures", "config.train.compile", "fail_at_steps")
 
 
 def check_job(job: StageJob) -> None:

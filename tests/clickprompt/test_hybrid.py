@@ -100,7 +100,7 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_matches(setup, pamlm_ru
     """LocalCheckpoints under ZeRO-3 (the Ray test covers Ray's store under ZeRO-2)."""
     base, settings = setup
     clean, _ = pamlm_runs(3)
-    killed = StageJob("pamlm", base / "data", tmp_path / "killed", _hybrid_config(settings, 3), fail_at_step=3)
+    killed = StageJob("pamlm", base / "data", tmp_path / "killed", _hybrid_config(settings, 3), fail_at_steps=(3,))
     with pytest.raises(ProcessExitedException, match="SIGKILL"):
         train(killed)
     assert (tmp_path / "killed" / "resume" / "LATEST").read_text().strip() == "step-00000002"
