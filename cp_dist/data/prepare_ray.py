@@ -3,7 +3,9 @@
 It writes what the local engine writes (meta.json schema, vocabularies, split membership, even the
 rows' order), with every split as a directory of Parquet files. The driver, the job submitter,
 holds object references and per-block statistics only; side tables, interactions and vocabularies
-stay in the workers and the object store, so its memory does not grow with the log.
+stay in the workers and the object store, so its memory does not grow with the log. Tasks whose
+results are many and small (a histogram or the counts of each block) are submitted by a task, not
+by the driver: Ray returns small results inline to the submitter, which would grow with the blocks.
 
 1. Side tables: one task reads the user and item files (they grow with the catalogue, not the log),
    keeps the first row per key and cleans the text, as the local engine does.
@@ -12,11 +14,13 @@ stay in the workers and the object store, so its memory does not grow with the l
    tasks, one per block and as many at once as the cluster has CPUs, run the data set's own reader,
    the label rule and the joins with the side tables on each block while the next is read.
 3. The time split: each cut is the (timestamp, line) key of the row at that rank, found by counting
-   rows into histograms over the blocks, a few passes and no sort. Rows with the cut's timestamp go by
-   line, as the local engine's stable sort of the file-ordered rows puts them.
+   rows into histograms over the blocks, a few passes and no sort, from one coordinating task. Rows
+   with the cut's timestamp go by line, as the local engine's stable sort of the file-ordered rows
+   puts them.
 4. Vocabularies by distributed counting: fields of a side table from the training count of each of
-   its rows, summed block by block in a worker; a user field that is the key itself (no user file)
-   by Ray Data groupby, sorted by (training count desc, value) and joined back onto the rows.
+   its rows, counted per block and summed block by block in a worker; a user field that is the key
+   itself (no user file) by Ray Data groupby, sorted by (training count desc, value) and joined back
+   onto the rows.
 5. Each split is sorted by (timestamp, line), the local engine's row order, on its compact columns,
    then its ID and text columns are filled in and Ray Data writes it as numbered files.
 
@@ -114,13 +118,12 @@ def prepare_on_ray(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareO
     for name, size in zip(SPLITS, np.diff([0, *cuts, n])):
         if size == 0:
             raise UserError(f"{n} interactions are too few for a non-empty {name} split at ratios {options.ratios}")
-    keys = [_key_at_rank(int(rank), blocks) for rank in cuts]
+    keys = ray.get(_cut_keys.remote([int(rank) for rank in cuts], blocks))
     log.info("time split: valid from (timestamp, line) %s, test from %s (%.0f s)", *keys, time.perf_counter() - started)
     blocks = [_with_split.remote(block, keys) for block in blocks]
 
-    block_counts = [_block_counts.options(num_returns=2).remote(block, side_info["has_user_table"]) for block in blocks]
-    summaries = _summaries([ray.get(summary) for summary, _ in block_counts])
-    side_vocab = _side_vocabularies.remote(side, [c for _, c in block_counts], options.min_count)
+    side_vocab, block_summaries = _side_vocabularies.remote(side, blocks, side_info["has_user_table"], options.min_count)
+    summaries = _summaries(ray.get(block_summaries))
     vocab_sizes, distinct = ray.get(_vocabulary_sizes.remote(side_vocab))
     rows = ray.data.from_arrow_refs(blocks)
     user_vocab: list = []
@@ -239,6 +242,14 @@ def _parse_block(dataset: str, path: str, block: tuple[int, bytes], side: dict, 
     return table, stats
 
 
+@ray.remote
+def _cut_keys(ranks: list[int], blocks: list) -> list[tuple[int, int]]:
+    """The keys of the rows at `ranks`, searched in a task (Ray lends its CPU out while it waits on
+    its histogram tasks): their results, small enough for Ray to return them inline, come to this task
+    and not to the driver, whose memory would otherwise grow with the number of blocks."""
+    return [_key_at_rank(rank, blocks) for rank in ranks]
+
+
 def _key_at_rank(rank: int, blocks: list) -> tuple[int, int]:
     """The (timestamp, line) key of the row at `rank` (0-based) in (timestamp, line) order."""
     def histogram(column: str, edges: np.ndarray, timestamp: int | None = None) -> np.ndarray:
@@ -299,8 +310,8 @@ def _with_split(table: pa.Table, keys: list[tuple[int, int]]) -> pa.Table:
 
 @ray.remote
 def _block_counts(table: pa.Table, side_users: bool) -> tuple[dict, dict]:
-    """Per split: rows, positives, time range (to the driver); per side table: its rows' training
-    counts and the rows seen at all (to the vocabulary task)."""
+    """Per split: rows, positives, time range; per side table: its rows' training counts and the
+    rows seen at all."""
     split, label, ts = table["split"].to_numpy(), table["label"].to_numpy(), table["timestamp"].to_numpy()
     summary = {}
     for index in range(len(SPLITS)):
@@ -321,23 +332,26 @@ def _summaries(blocks: list[dict]) -> dict[str, dict]:
     return summaries
 
 
-@ray.remote
-def _side_vocabularies(side: dict, block_counts: list, min_count: int) -> dict:
+@ray.remote(num_returns=2)
+def _side_vocabularies(side: dict, blocks: list, side_users: bool, min_count: int) -> tuple[dict, list[dict]]:
     """Vocabularies of the side tables' fields from the blocks' training counts, summed here block
-    by block, and how many of each side's rows occur at all."""
+    by block, and how many of each side's rows occur at all; each block's split summary. The blocks
+    are counted by tasks submitted from here, so that their results, small enough for Ray to return
+    them inline, come to this task and not to the driver, whose memory would grow with the blocks."""
+    block_counts = [_block_counts.options(num_returns=2).remote(block, side_users) for block in blocks]
     vocabularies, distinct = {}, {}
     for name in ("user", "item"):
         texts = side[f"{name}_text"]
         if texts is None:
             continue
         train, seen = np.zeros(texts.num_rows, dtype=np.int64), np.zeros(texts.num_rows, dtype=bool)
-        for ref in block_counts:
+        for _, ref in block_counts:
             (rows, n), present = ray.get(ref)[name]
             np.add.at(train, rows, n)
             seen[present] = True
         distinct[name] = int(seen.sum())
         vocabularies |= {column: Vocabulary.from_counts(texts[column], train, min_count) for column in texts.column_names}
-    return {"vocabularies": vocabularies, "distinct": distinct}
+    return {"vocabularies": vocabularies, "distinct": distinct}, ray.get([summary for summary, _ in block_counts])
 
 
 @ray.remote
