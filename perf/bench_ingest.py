@@ -42,6 +42,7 @@ from cp_dist.io import write_json  # noqa: E402
 from cp_dist.pretrained import load_tokenizer  # noqa: E402
 
 WORLD_SIZES = (1, 2, 4, 8)
+ROW_GROUP_ROWS = 4096  # the default: a rank of W = 8 then decodes up to 8% beyond its share at 1M rows
 
 
 def prepared_data(rows: int, row_group_rows: int, work: Path) -> Path:
@@ -165,7 +166,7 @@ def resume_cost(data: Path, shards: int, batch: int, world: int, window_pieces: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="GoodReads-format raw lines (default %(default)s)")
-    parser.add_argument("--row-group-rows", type=int, default=4096,
+    parser.add_argument("--row-group-rows", type=int, default=ROW_GROUP_ROWS,
                         help="Parquet row group size (default %(default)s). A rank decodes up to 2 row groups beyond its "
                         "share: at 1M rows and W = 8 that is 8%% extra at 4,096 and under 5%% at 2,048; at production "
                         "size (billions of rows) the default 65,536 is far below it")
@@ -174,28 +175,36 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--work", type=Path, default=Path("runs/bench_ingest"), help="scratch directory")
     parser.add_argument("--results", type=Path, default=Path("perf/results"))
+    parser.add_argument("--reading-only", action="store_true",
+                        help="leave out the tokenizer comparison (about 25 minutes at 1M rows): per-rank reading and resume "
+                        "only, the data tokenized per value with MiniLM")
     args = parser.parse_args()
 
     data = prepared_data(args.rows, args.row_group_rows, args.work)
-    with tempfile.TemporaryDirectory() as scratch:
-        bpe = byte_level_bpe(data, Path(scratch) / "bpe")
-        tokens = [compare_tokens(data, bpe, args.max_length, Path(scratch)),
-                  compare_tokens(data, "minilm", args.max_length, Path(scratch))]  # MiniLM last: the data stays tokenized for it
+    if args.reading_only:
+        tokenize_splits(data, "minilm", max_length=args.max_length)
+        tokens = []
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            bpe = byte_level_bpe(data, Path(scratch) / "bpe")
+            tokens = [compare_tokens(data, bpe, args.max_length, Path(scratch)),
+                      compare_tokens(data, "minilm", args.max_length, Path(scratch))]  # MiniLM last: the data stays tokenized for it
     reading = read_epochs(data, args.shards, args.batch, WORLD_SIZES) + read_epochs(data, 1, args.batch, (1, 8))
     resume = resume_cost(data, args.shards, args.batch, 8, window_pieces=8)
 
     result = {"benchmark": "ingest", "raw_lines": args.rows, "row_group_rows": args.row_group_rows,
               "global_batch": args.batch, "tokens": tokens, "reading": reading, "resume": resume,
               "machine": describe_machine(), "command": " ".join(sys.argv)}
-    lines = [f"# Ingestion: {args.rows:,} GoodReads-format lines, row groups of {args.row_group_rows:,} rows", "",
-             "| tokenizer | rows identical | distinct values | row by row (s) | per value (s) | speed-up "
-             "| per-row token bytes | text_id bytes |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"# Ingestion: {args.rows:,} GoodReads-format lines, row groups of {args.row_group_rows:,} rows", ""]
+    if tokens:
+        lines += ["| tokenizer | rows identical | distinct values | row by row (s) | per value (s) | speed-up "
+                  "| per-row token bytes | text_id bytes |", "|---|---|---|---|---|---|---|---|"]
     for t in tokens:
         lines.append(f"| {t['tokenizer']} | {t['identical_rows']:,} / {t['rows']:,} | {t['distinct_values']:,} | "
                      f"{t['row_by_row_seconds']} | {t['per_value_seconds']} | {t['speedup']}x | "
                      f"{t['stored_per_row_token_bytes'] / 2**20:.1f} MiB | {t['stored_text_id_bytes'] / 2**20:.1f} MiB |")
-    lines += ["", f"Training split, N = {reading[0]['rows']:,} rows, global batch {args.batch:,}, token assembly included:", "",
+    lines += ["" if tokens else "(tokenizers not compared: --reading-only)", "",
+              f"Training split, N = {reading[0]['rows']:,} rows, global batch {args.batch:,}, token assembly included:", "",
               "| logical shards | W | rows decoded by the busiest rank | / (N / W) | s per epoch, busiest rank | slices = global batches |",
               "|---|---|---|---|---|---|"]
     for r in reading:
@@ -208,7 +217,8 @@ def main() -> None:
     print("\n" + text)
 
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / f"ingest_{args.rows}"
+    stem = args.results / (f"ingest_{args.rows}" + ("_reading" if args.reading_only else "")
+                           + (f"_rg{args.row_group_rows}" if args.row_group_rows != ROW_GROUP_ROWS else ""))
     figure, (left, right) = new_figure(11, 4.5, columns=2)
     for shards in (args.shards, 1):
         points = [r for r in reading if r["logical_shards"] == shards]
@@ -218,12 +228,15 @@ def main() -> None:
              xticklabels=[str(w) for w in WORLD_SIZES], title="Per-rank reading")
     left.xaxis.set_minor_formatter(NullFormatter())
     left.legend()
-    names = [t["tokenizer"].split(" (")[0] for t in tokens]
-    x = np.arange(len(tokens))
-    right.bar(x - 0.2, [t["row_by_row_seconds"] for t in tokens], 0.4, label="row by row, ids stored per row")
-    right.bar(x + 0.2, [t["per_value_seconds"] for t in tokens], 0.4, label="each distinct value once")
-    right.set(xticks=x, xticklabels=names, ylabel="seconds to tokenize every split", title=f"Tokens, {tokens[0]['rows']:,} rows")
-    right.legend()
+    if tokens:
+        names = [t["tokenizer"].split(" (")[0] for t in tokens]
+        x = np.arange(len(tokens))
+        right.bar(x - 0.2, [t["row_by_row_seconds"] for t in tokens], 0.4, label="row by row, ids stored per row")
+        right.bar(x + 0.2, [t["per_value_seconds"] for t in tokens], 0.4, label="each distinct value once")
+        right.set(xticks=x, xticklabels=names, ylabel="seconds to tokenize every split", title=f"Tokens, {tokens[0]['rows']:,} rows")
+        right.legend()
+    else:
+        right.set_axis_off()
     save_figure(figure, stem.with_suffix(".png"))
     write_json(stem.with_suffix(".json"), result)
     write_markdown(stem.with_suffix(".md"), text)
