@@ -4,9 +4,9 @@ A ranking service scores the same items for user after user, so the item side is
 ItemCatalogue holds every item of the prepared data (all splits) as one [items + 1, F] tensor of
 field indices, zero in the other columns, kept on the serving device. A request then costs one
 dictionary lookup per candidate and the user's few fields encoded once; no item value is sent or
-re-encoded. The item key is the first item-side field (every data format's item
-id). Row 0 is the unknown item: all its fields out of vocabulary (index 0), as a value never seen
-in training would be. Fields not on the item side (the user's, and context fields where a data set
+re-encoded. The item key is the first item-side field (every data format's item id). Row 0 is the
+unknown item: all its fields out of vocabulary (index 0), as a value never seen in training would
+be. Fields not on the item side (the user's, and context fields where a data set
 has them) come with the request. With-PLM runs also render each row's text, the items' part from
 the catalogue's readable values.
 """
