@@ -191,7 +191,11 @@ def load_run(checkpoint: Path, fields: Sequence[FieldMeta]) -> tuple[nn.Module, 
     """(model, click-logit function of a Batch, whether it reads text) of a checkpoint with a click head."""
     if not read_index(checkpoint).get("scores_clicks", False):
         raise UserError(f"{checkpoint}: a {read_index(checkpoint).get('stage')} checkpoint has no click head; finetune it first")
-    model, _ = rebuild(checkpoint, fields)
+    model, index = rebuild(checkpoint, fields)
+    if getattr(model, "text_sides", None):
+        raise UserError(f"{checkpoint}: a {index['architecture']} model reads one text per side ({', '.join(model.text_sides)}); "
+                        "evaluation and serving from a checkpoint read the row text. Its training run's metrics.json "
+                        "holds its test metrics")
     if model.reads_text:
         return model, lambda b: model(b.ids, b.input_ids, b.attention_mask), True
     return model, lambda b: model(b.ids), False

@@ -237,14 +237,22 @@ def load_config(preset: str | Path, overrides: list[str] | None = None) -> Confi
     path = Path(preset) if str(preset).endswith((".yaml", ".yml")) else PRESETS_DIR / f"{preset}.yaml"
     if not path.is_file():
         raise UserError(f"{path}: no such preset; expected a YAML file or one of {', '.join(preset_names())}")
-    payload = _read_preset(path)
-    for override in overrides or []:
+    return Config.from_dict(_overridden(_read_preset(path), overrides or []), str(path))
+
+
+def with_overrides(config: Config, overrides: list[str]) -> Config:
+    """The config with `section.key=value` overrides applied (as --set applies them to a preset)."""
+    return Config.from_dict(_overridden(config.to_dict(), overrides), "--set")
+
+
+def _overridden(payload: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for override in overrides:
         key, sep, value = override.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot:
             raise UserError(f"--set {override!r}: expected section.key=value, e.g. train.epochs=3")
         payload.setdefault(section, {})[name] = yaml.safe_load(value)
-    return Config.from_dict(payload, str(path))
+    return payload
 
 
 def _read_preset(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

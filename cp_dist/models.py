@@ -14,4 +14,7 @@ ARCHITECTURES: Registry = Registry("architecture", {
     "ctr": "cp_dist.ctr.model:build_ctr_model",
     "clickprompt": "cp_dist.clickprompt.model:build_clickprompt",
     "ctrl": "cp_dist.baselines.ctrl:build_ctrl",
+    "ctr_bert": "cp_dist.baselines.ctr_bert:build_ctr_bert",
+    "ptab": "cp_dist.baselines.ptab:build_ptab",
+    "p5": "cp_dist.baselines.p5:build_p5",
 })

@@ -5,28 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cp_dist.io import atomic_file
+from cp_dist.plots import new_figure, save_figure
+
+__all__ = ["new_figure", "save_figure", "write_markdown"]
 
 
 def write_markdown(path: Path, text: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
-
-
-def new_figure(width: float = 8, height: float = 5, columns: int = 1):
-    """A headless matplotlib figure and its axis (or `columns` axes side by side)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, columns, figsize=(width, height))
-
-
-def save_figure(figure, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    staging = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(staging, dpi=120)
-    staging.replace(path)
-    plt.close(figure)

@@ -13,7 +13,8 @@ import pytest
 HEAVY = ("torch", "torchrec", "transformers", "deepspeed", "ray", "scipy")
 
 
-@pytest.mark.parametrize("words", [["data", "--help"], ["--help"], ["train", "--help"], ["compare", "--help"], ["serve", "--help"]])
+@pytest.mark.parametrize("words", [["data", "--help"], ["--help"], ["train", "--help"], ["compare", "--help"],
+                                   ["reproduce", "--help"], ["serve", "--help"]])
 def test_help_imports_no_heavy_package(words: list[str]) -> None:
     done = subprocess.run([str(Path(sys.executable).with_name("cp-dist")), *words], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}, check=False)

@@ -50,8 +50,7 @@ class CTRL(nn.Module):
 
     def unused_parameters(self) -> list[nn.Parameter]:
         """The CTR head and the MLM head's own layers: no loss reaches them here."""
-        shared = {id(p) for p in self.encoder.encoder.parameters()}
-        return [*self.ctr.head.parameters(), *(p for p in self.encoder.mlm_head.parameters() if id(p) not in shared)]
+        return [*self.ctr.head.parameters(), *self.encoder.mlm_head_only_parameters()]
 
 
 def contrastive_logits(pairs: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:

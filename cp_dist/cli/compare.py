@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cp_dist.cli.train import config_from, training_options
 from cp_dist.ctr.backbones import BACKBONES
+from cp_dist.training.paper_tables import TABLES
 from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
 
 
@@ -26,6 +27,15 @@ def _ctr_table(args: argparse.Namespace) -> None:
     print(run_table(args.data, args.out, config_from(args), models=args.models, seeds=args.seeds, results_dir=args.results))
 
 
+def _reproduce(args: argparse.Namespace) -> None:
+    from cp_dist.training.paper_tables import format_table, reproduce
+
+    results = args.results or args.out
+    result = reproduce(args.table, args.data, args.out, config_from(args), seeds=args.seeds, results_dir=results)
+    print(format_table(result))
+    print(f"wrote {results}/{args.table}.json, .md and .png")
+
+
 def add_commands(commands) -> None:
     p = commands.add_parser(
         "compare",
@@ -42,6 +52,21 @@ def add_commands(commands) -> None:
     p.add_argument("--results", type=Path, help="where comparison.json / .md go (default: --out)")
     training_options(p)
     p.set_defaults(handler=_compare, model=None)
+
+    p = commands.add_parser(
+        "reproduce",
+        help="one of the paper's Tables 2-6 on a prepared data set, over seeds (resumable)",
+        description="Runs the table's blocks (each a set of compare variants under some settings; the block with the "
+        "preset's own settings in --out itself, the others in --out/<settings>), then writes TABLE.json, TABLE.md "
+        "and TABLE.png (test AUC bars, std over seeds) into --results. Finished runs in --out are reused, so tables "
+        "sharing --out share runs and an interrupted table goes on. Tables: "
+        + "; ".join(f"{name}: {table.title}" for name, table in TABLES.items()),
+    )
+    p.add_argument("table", choices=list(TABLES), metavar="TABLE", help=f"one of: {', '.join(TABLES)}")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--results", type=Path, help="where TABLE.json / .md / .png go (default: --out)")
+    training_options(p)
+    p.set_defaults(handler=_reproduce, model=None)
 
     p = commands.add_parser(
         "ctr-table",

@@ -66,12 +66,14 @@ def template_masks(batch: Batch, mask_token_id: int, special_ids: torch.Tensor, 
 
 @torch.no_grad()
 def mlm_diagnostics(model: Callable[..., torch.Tensor], batches: Iterable[Batch], tokenizer, device: torch.device,
-                    autocast: Callable = nullcontext) -> dict[str, float]:
+                    autocast: Callable = nullcontext, prompts: bool = True) -> dict[str, float]:
     """MLM cross-entropies on masked values and template tokens under own / shuffled / no prompts.
-    `model` is a ClickPrompt or an engine around one; with several ranks each passes its slice of
-    the sample and the sums are added up."""
+    `model` is a ClickPrompt or an engine around one (prompts=False: a masked LM without prompts,
+    PTab's, read as "none"); with several ranks each passes its slice of the sample and the sums
+    are added up."""
+    sources = PROMPT_SOURCES if prompts else ("none",)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-    sums = torch.zeros(2, len(PROMPT_SOURCES), dtype=torch.float64, device=device)
+    sums = torch.zeros(2, len(sources), dtype=torch.float64, device=device)
     counts = torch.zeros(2, dtype=torch.float64, device=device)
     first_row = dist.get_rank() * 100_000 if dist.is_initialized() else 0  # template draws differ per rank's rows
     for batch in batches:
@@ -80,18 +82,19 @@ def mlm_diagnostics(model: Callable[..., torch.Tensor], batches: Iterable[Batch]
             on_device = batch.to(device)
             labels = labels.to(device)
             counts[kind] += (labels != -100).sum()
-            for source, prompts_from in enumerate(PROMPT_SOURCES):
+            for source, prompts_from in enumerate(sources):
                 with autocast():
                     total = model(on_device.ids, masked.to(device), on_device.attention_mask, mlm_labels=labels,
-                                  mlm_tokens=torch.ones((), device=device), prompts_from=prompts_from)
+                                  mlm_tokens=torch.ones((), device=device), **({"prompts_from": prompts_from} if prompts else {}))
                 sums[kind, source] += total.double()
         first_row += len(batch)
     if dist.is_initialized():
         dist.all_reduce(sums)
         dist.all_reduce(counts)
     result = {f"mlm_{kind}_ce_{source}": float(sums[k, s] / counts[k].clamp_min(1))
-              for k, kind in enumerate(("value", "template")) for s, source in enumerate(PROMPT_SOURCES)}
-    result["mlm_value_gap"] = result["mlm_value_ce_shuffled"] - result["mlm_value_ce_own"]
+              for k, kind in enumerate(("value", "template")) for s, source in enumerate(sources)}
+    if prompts:
+        result["mlm_value_gap"] = result["mlm_value_ce_shuffled"] - result["mlm_value_ce_own"]
     result["mlm_value_tokens"], result["mlm_template_tokens"] = int(counts[0]), int(counts[1])
     return result
 

@@ -80,9 +80,7 @@ class ClickPrompt(nn.Module):
         assert prompts_from in PROMPT_SOURCES, prompts_from
         q, hidden = self.encode(ids, input_ids, attention_mask, prompts_from)
         if mlm_labels is not None:
-            selected = mlm_labels != -100
-            total = nn.functional.cross_entropy(self.encoder.mlm_logits(hidden[selected]), mlm_labels[selected], reduction="sum")
-            return total / (selected.sum() if mlm_tokens is None else mlm_tokens)
+            return self.encoder.mlm_loss(hidden, mlm_labels, mlm_tokens)
         y_ctr = self.ctr.logit(q)
         y_plm = self.plm_head(self._pool(hidden, attention_mask)).squeeze(-1)
         a = self.fusion_weight
@@ -107,9 +105,7 @@ class ClickPrompt(nn.Module):
         return self.encoder.masked_lm.parameters()
 
     def mlm_head_only_parameters(self) -> list[nn.Parameter]:
-        """The MLM head's parameters that the encoder does not share (its decoder is tied to the word embeddings)."""
-        shared = {id(p) for p in self.encoder.encoder.parameters()}
-        return [p for p in self.encoder.mlm_head.parameters() if id(p) not in shared]
+        return self.encoder.mlm_head_only_parameters()
 
 
 def freeze(parameters) -> None:

@@ -41,6 +41,7 @@ class Batch:
     attention_mask: torch.Tensor | None = None
     token_fields: torch.Tensor | None = None  # [B, T] the field whose value each token spells; -1: template
     row_index: torch.Tensor | None = None  # [B] row number in the split(s); -1: padding that keeps ranks in step
+    text_ids: torch.Tensor | None = None  # [B, F] each field's value in the token table (texts of some fields: CTR-BERT)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -52,7 +53,7 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         tensors = (self.ids, self.labels, self.input_ids, self.attention_mask, self.token_fields, self.row_index)
-        return Batch(*(t.to(device) if t is not None else None for t in tensors))
+        return Batch(*(t.to(device) if t is not None else None for t in tensors), text_ids=self.text_ids)
 
 
 class BatchSource(Protocol):
@@ -80,7 +81,7 @@ def make_batch(ids: np.ndarray, labels: np.ndarray, rows: np.ndarray | None, val
     if tokens is not None:
         input_ids, mask, token_fields = tokens.assemble(values)
         batch.input_ids, batch.attention_mask = torch.from_numpy(input_ids), torch.from_numpy(mask)
-        batch.token_fields = torch.from_numpy(token_fields)
+        batch.token_fields, batch.text_ids = torch.from_numpy(token_fields), torch.from_numpy(values)
     return batch
 
 

@@ -15,6 +15,7 @@ tokenizer that does not compose).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -94,13 +95,15 @@ class ValueTokens:
     def num_fields(self) -> int:
         return len(self.value_offsets)
 
-    def assemble(self, text_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def assemble(self, text_ids: np.ndarray, fields: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """[B, F] text_ids -> (input ids [B, T] padded, attention mask, token fields), T the
-        longest row; without a Python loop over rows."""
+        longest row; without a Python loop over rows. `fields`: the text of these fields only, in
+        this order (e.g. one side's, for CTR-BERT's towers); default every field."""
         rows = len(text_ids)
-        pieces = np.empty((rows, 2 * self.num_fields), np.int64)
-        pieces[:, 0::2] = np.arange(self.num_fields)
-        pieces[:, 1::2] = self.value_offsets + text_ids
+        chosen = np.arange(self.num_fields) if fields is None else np.asarray(fields, np.int64)
+        pieces = np.empty((rows, 2 * len(chosen)), np.int64)
+        pieces[:, 0::2] = chosen
+        pieces[:, 1::2] = self.value_offsets[chosen] + text_ids[:, chosen]
         starts, lengths = self.starts[pieces].ravel(), self.lengths[pieces]
         row_lengths = lengths.sum(1)
         lengths = lengths.ravel()

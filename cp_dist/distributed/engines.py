@@ -5,7 +5,9 @@ stepped inside backward by a fused optimizer (row-wise Adagrad by default). They
 prompt generator, language model, heads):
 - plain: replicated on every rank (DDP) and stepped by AdamW; one process or N;
 - hybrid (cp_dist.distributed.hybrid): partitioned by DeepSpeed ZeRO.
-The training loop sees only the Engine interface, so every stage runs on either.
+The training loop sees only the Engine interface, so every stage runs on either. A model without ID
+tables (the text-only baselines: CTR-BERT, PTab, P5) gets an empty sharding plan; the engines then
+hold its dense part alone.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ TABLE_OPTIMIZERS = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Ad
 
 def fuse_table_optimizer(tables: nn.Module, settings: StageConfig) -> None:
     """The tables' optimizer, applied inside backward (TorchRec fuses it into the lookup kernels)."""
+    if next(tables.parameters(), None) is None:
+        return  # a model without ID tables
     apply_optimizer_in_backward(TABLE_OPTIMIZERS[settings.embedding_optimizer], tables.parameters(),
                                 {"lr": settings.embedding_lr})
 
@@ -93,7 +97,8 @@ def build_engine(model: nn.Module, config: Config, rank: RankInfo, settings: Sta
 
 def build_plain(model: nn.Module, config: Config, rank: RankInfo, settings: StageConfig, *,
                 parameter_groups: ParameterGroups, schedule: Schedule = None, start: Start | None = None) -> PlainEngine:
-    fuse_table_optimizer(model.get_submodule(embedding_collection_path(model)), settings)
+    path = embedding_collection_path(model)
+    fuse_table_optimizer(model.get_submodule(path) if path is not None else nn.Module(), settings)
     sharded = shard(model, config.distributed.sharding, rank)
     initialize_tables(sharded, config.train.seed, config.train.embedding_init_std)
     if start is not None:

@@ -151,11 +151,14 @@ class HybridEngine:
         return state
 
 
-def split_tables(model: nn.Module) -> tuple[FieldEmbedding, str]:
-    """Takes the model's FieldEmbedding out, leaving an identity in its place; returns it and its path prefix."""
+def split_tables(model: nn.Module) -> tuple[nn.Module, str]:
+    """Takes the model's FieldEmbedding out, leaving an identity in its place; returns it and its
+    path prefix. A model without ID tables (the text-only baselines) gets an identity for them."""
     paths = [name for name, module in model.named_modules() if isinstance(module, FieldEmbedding)]
-    if len(paths) != 1:
-        raise ValueError(f"expected one FieldEmbedding in the model, found {paths}")
+    if len(paths) > 1:
+        raise ValueError(f"expected at most one FieldEmbedding in the model, found {paths}")
+    if not paths:
+        return nn.Identity(), ""
     parent_path, _, name = paths[0].rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     tables = getattr(parent, name)

@@ -28,12 +28,13 @@ SHARDING_TYPES = {
 }
 
 
-def embedding_collection_path(model: nn.Module) -> str:
-    """Where the model keeps its EmbeddingBagCollection (e.g. embedding.ebc, ctr.embedding.ebc)."""
+def embedding_collection_path(model: nn.Module) -> str | None:
+    """Where the model keeps its EmbeddingBagCollection (e.g. embedding.ebc, ctr.embedding.ebc);
+    None for a model without ID tables (the text-only baselines)."""
     paths = [name for name, module in model.named_modules() if isinstance(module, EmbeddingBagCollection)]
-    if len(paths) != 1:
-        raise ValueError(f"expected one EmbeddingBagCollection in the model, found {paths}")
-    return paths[0]
+    if len(paths) > 1:
+        raise ValueError(f"expected at most one EmbeddingBagCollection in the model, found {paths}")
+    return paths[0] if paths else None
 
 
 def sharding_plan(model: nn.Module, sharding: str, rank: RankInfo) -> ShardingPlan:
@@ -43,6 +44,8 @@ def sharding_plan(model: nn.Module, sharding: str, rank: RankInfo) -> ShardingPl
     same plan serves GPUs. The others go through the planner, constrained to one type.
     """
     path = embedding_collection_path(model)
+    if path is None:
+        return ShardingPlan({})  # nothing to shard: DMP only wraps the dense model in DDP
     ebc = model.get_submodule(path)
     if sharding == "row_wise":
         per_table = {config.name: row_wise(compute_kernel="fused") for config in ebc.embedding_bag_configs()}
@@ -82,7 +85,8 @@ class DenseDataParallel(DataParallelWrapper):
 
 def place_dense(model: nn.Module, device) -> None:
     """Moves every parameter and buffer outside the (still unsharded) tables to device; tied weights stay tied."""
-    tables = model.get_submodule(embedding_collection_path(model))
+    path = embedding_collection_path(model)
+    tables = model.get_submodule(path) if path is not None else None
 
     def visit(module: nn.Module) -> None:
         if module is tables:

@@ -121,3 +121,15 @@ class PromptedEncoder(nn.Module):
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.mlm_head(hidden)
+
+    def mlm_loss(self, hidden: torch.Tensor, labels: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy of the MLM head on the positions with a label (not -100), summed and divided
+        by `tokens` (default: their number here; data-parallel ranks pass the global count / W)."""
+        selected = labels != -100
+        total = nn.functional.cross_entropy(self.mlm_logits(hidden[selected]), labels[selected], reduction="sum")
+        return total / (selected.sum() if tokens is None else tokens)
+
+    def mlm_head_only_parameters(self) -> list[nn.Parameter]:
+        """The MLM head's parameters that the encoder does not share (its decoder is tied to the word embeddings)."""
+        shared = {id(p) for p in self.encoder.parameters()}
+        return [p for p in self.mlm_head.parameters() if id(p) not in shared]

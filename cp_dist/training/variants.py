@@ -14,7 +14,7 @@ class Variant:
     description: str
     stage: str  # a stage of cp_dist.training.stages.STAGES
     # the pretraining run it starts from, shared by the variants naming it: "pamlm" (the preset's
-    # prompts), "pamlm-input", "ctrl-pretrain"; None: fresh
+    # prompts), "pamlm-input", "ctrl-pretrain", "ptab-mlm"; None: fresh
     pretrain_run: str | None = None
     prompt: dict = dataclasses.field(default_factory=dict)  # overrides of the prompt section
     pretrain_stage: str = "pamlm"  # the stage of that run
@@ -31,5 +31,9 @@ VARIANTS: dict[str, Variant] = {
                                    "with_plm", None, {"num_prompts": 0}),
     "ctrl": Variant("CTRL (baseline): InfoNCE between q and the PLM's row embedding, then the backbone alone",
                     "without_plm", "ctrl-pretrain", pretrain_stage="ctrl"),
+    "ctr-bert": Variant("CTR-BERT (baseline): a user-side and an item-side text tower into an MLP", "ctr_bert"),
+    "ptab": Variant("PTab (baseline): masked-LM on the row text, then the PLM alone with a head on [CLS]", "ptab",
+                    "ptab-mlm", pretrain_stage="ptab_mlm"),
+    "p5": Variant("P5 (baseline, encoder-only): the PLM answers 'Clicked? [MASK]' with yes or no", "p5"),
 }
 MAIN_VARIANTS = [BASELINE, "clickprompt-no-plm", "clickprompt"]

@@ -11,4 +11,8 @@ STAGES: Registry = Registry("stage", {
     "with_plm": "cp_dist.training.stages.finetune:FinetuneWithPLM",
     "without_plm": "cp_dist.training.stages.ctr:FinetuneWithoutPLM",
     "ctrl": "cp_dist.training.stages.ctrl:CTRLPretraining",
+    "ctr_bert": "cp_dist.training.stages.ctr_bert:CTRBERTFinetune",
+    "ptab_mlm": "cp_dist.training.stages.ptab:PTabMLM",
+    "ptab": "cp_dist.training.stages.ptab:PTabFinetune",
+    "p5": "cp_dist.training.stages.p5:P5Finetune",
 })

@@ -1,15 +1,18 @@
-"""What the stages that train ClickPrompt share: text tokenized for the PLM, the PLM's own
-learning rate (every PLM parameter, biases and LayerNorm weights included: the authors' code let
-some fall back to the optimizer's default), bf16 autocast on a GPU, optional torch.compile."""
+"""What the stages that train a language model share (ClickPrompt's and the PLM baselines'): text
+tokenized for the PLM, the PLM's own learning rate (every PLM parameter, biases and LayerNorm
+weights included: the authors' code let some fall back to the optimizer's default), bf16 autocast
+on a GPU, optional torch.compile."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cp_dist.config import PRECISIONS, Config
+from cp_dist.data.loader import Batch
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.engines import Engine
 from cp_dist.errors import UserError
@@ -34,8 +37,7 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and device.type == "cuda")
 
 
-class ClickPromptStage(Stage):
-    architecture = "clickprompt"
+class LanguageModelStage(Stage):
     reads_text = True
 
     @classmethod
@@ -58,6 +60,22 @@ class ClickPromptStage(Stage):
 
     def autocast(self):
         return autocast(self.rank.device, self.config.train.precision)
+
+    def logits(self, model: Engine, batch: Batch) -> torch.Tensor:
+        batch = batch.to(self.rank.device)
+        with self.autocast():
+            return model(batch.ids, batch.input_ids, batch.attention_mask).float()
+
+    def loss(self, model: Engine, batch: Batch, step: int) -> torch.Tensor:
+        """Stages that score clicks: BCE on the click logit (pretraining stages have their own loss)."""
+        return F.binary_cross_entropy_with_logits(self.logits(model, batch), batch.labels.to(self.rank.device))
+
+    def summary(self, model: Engine) -> dict:
+        return {"plm_parameters": sum(p.numel() for n, p in model.module.named_parameters() if ".masked_lm." in f".{n}")}
+
+
+class ClickPromptStage(LanguageModelStage):
+    architecture = "clickprompt"
 
     def summary(self, model: Engine) -> dict:
         module = model.module

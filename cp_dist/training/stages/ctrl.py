@@ -17,10 +17,10 @@ from cp_dist.data.loader import Batch, SplitLoader
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.engines import Engine
 from cp_dist.errors import UserError
-from cp_dist.training.stages.clickprompt import ClickPromptStage
+from cp_dist.training.stages.clickprompt import LanguageModelStage
 
 
-class CTRLPretraining(ClickPromptStage):
+class CTRLPretraining(LanguageModelStage):
     name = "ctrl"
     description = "CTRL (baseline): the CTR model's q and the PLM's row embedding aligned by InfoNCE; then without_plm"
     section = "ctrl"
@@ -64,6 +64,3 @@ class CTRLPretraining(ClickPromptStage):
             dist.all_reduce(totals)
         return {"contrastive_loss": float(totals[0]) / rows, "retrieval_at_1": float(totals[1]) / rows,
                 "retrieval_chance": 1 / rows}
-
-    def summary(self, model: Engine) -> dict:
-        return {"plm_parameters": sum(p.numel() for p in model.module.encoder.masked_lm.parameters())}

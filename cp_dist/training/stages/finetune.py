@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cp_dist.clickprompt.diagnostics import tower_diagnostics, tower_logits
@@ -27,14 +26,6 @@ class FinetuneWithPLM(ClickPromptStage):
 
     def prepare(self, model: nn.Module) -> None:
         prepare_for_finetuning(model, self.settings.plm_lr)
-
-    def logits(self, model: Engine, batch: Batch) -> torch.Tensor:
-        batch = batch.to(self.rank.device)
-        with self.autocast():
-            return model(batch.ids, batch.input_ids, batch.attention_mask).float()
-
-    def loss(self, model: Engine, batch: Batch, step: int) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(self.logits(model, batch), batch.labels.to(self.rank.device))
 
     def test(self, model: Engine, data_dir: Path) -> tuple[dict[str, float], np.ndarray]:
         """As every stage's, and what each tower scores alone, and the PLM tower with shuffled prompts

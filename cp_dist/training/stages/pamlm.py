@@ -50,7 +50,7 @@ class PAMLM(ClickPromptStage):
         super().check(config, data_dir, init_from)
         if not config.pamlm.splits or not set(config.pamlm.splits) <= {"train", "valid"}:
             raise UserError(f"pamlm.splits {config.pamlm.splits}: expected train, valid or both (never test)")
-        if config.prompt.num_prompts < 1:
+        if cls.architecture == "clickprompt" and config.prompt.num_prompts < 1:
             raise UserError("PA-MLM aligns the CTR model with the PLM through prompts: prompt.num_prompts must be at least 1")
 
     def prepare(self, model: nn.Module) -> None:

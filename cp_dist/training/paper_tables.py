@@ -1,0 +1,190 @@
+"""The paper's Tables 2 to 6 on one data set (`cp-dist reproduce TABLE`), each as blocks of the
+comparison (cp_dist.training.comparison): a block is a set of variants under some settings, e.g.
+"AutoInt with MiniLM's first 3 layers". Each block runs as `cp-dist compare` would, in
+OUT/<block>/ (the block with the preset's own settings in OUT itself, so a table reuses the runs of
+an earlier `compare` or of another table in the same OUT). Finished runs are reused and unfinished
+ones resume, so an interrupted table goes on where it stopped.
+
+A table writes <table>.json, <table>.md and <table>.png (test AUC, mean and std over seeds) into
+the results directory. Each row's relative AUC change and tests are against its block's baseline,
+the block's CTR backbone alone on the same seeds. Importing this module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cp_dist.config import Config, with_overrides
+from cp_dist.ctr.backbones import BACKBONES
+from cp_dist.io import atomic_file, write_json
+from cp_dist.plots import new_figure, save_figure
+
+MAIN = ("ctr", "clickprompt-no-plm", "clickprompt")
+
+
+@dataclass(frozen=True)
+class Block:
+    settings: tuple[str, ...]  # `section.key=value` overrides of the table's preset
+    variants: tuple[str, ...]  # cp_dist.training.variants
+
+    def label(self) -> str:
+        """The block's folder and name: its settings as key=value (empty for the preset's own)."""
+        return ",".join(s.partition(".")[2].replace(" ", "") for s in self.settings)
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    title: str
+    blocks: Callable[[Config], list[Block]]  # of the preset's config
+    note: str = ""
+
+
+def _table2(config: Config) -> list[Block]:
+    others = [Block((f"ctr.model={name}",), ("ctr",)) for name in BACKBONES if name != config.ctr.model]
+    return [Block((), (*MAIN, "ctrl", "ctr-bert", "ptab", "p5")), *others]
+
+
+def _per_backbone(variants: tuple[str, ...], layers: Sequence[int | None] = (None,)) -> Callable[[Config], list[Block]]:
+    def blocks(config: Config) -> list[Block]:
+        chosen = []
+        for name in ("dcnv2", "autoint", "dnn"):
+            for count in layers:
+                settings = (f"ctr.model={name}",) + (() if count is None else (f"prompt.plm_layers={count}",))
+                chosen.append(Block(_changed(config, settings), variants))
+        return chosen
+
+    return blocks
+
+
+def _changed(config: Config, settings: tuple[str, ...]) -> tuple[str, ...]:
+    """The settings that change the preset (the block with none shares the preset's runs)."""
+    kept = []
+    for setting in settings:
+        section, _, rest = setting.partition(".")
+        key, _, value = rest.partition("=")
+        if str(getattr(getattr(config, section), key)) != value:
+            kept.append(setting)
+    return tuple(kept)
+
+
+TABLES: dict[str, PaperTable] = {
+    "table2": PaperTable(
+        "Table 2: the ten CTR backbones, the four PLM baselines and ClickPrompt without and with the PLM", _table2,
+        "P5 is its encoder-only form (the MLM head answers 'Clicked? [MASK]'); CTR-BERT, PTab and P5 score with the "
+        "PLM, CTRL and ClickPrompt without the PLM at the backbone's cost."),
+    "table3": PaperTable(
+        "Table 3: compatibility, backbones DCNv2 / AutoInt / DNN x the PLM's encoder layers (MiniLM's first 1, 3, 6)",
+        _per_backbone(MAIN, layers=(1, 3, 6))),
+    "table4": PaperTable(
+        "Table 4: prompts at the input layer only against layer-wise prompts, with the PLM",
+        _per_backbone(("ctr", "ablation-input-prompts", "clickprompt"))),
+    "table5": PaperTable(
+        "Table 5: ClickPrompt without PA-MLM, and without prompts and PA-MLM (late fusion of the two towers)",
+        lambda config: [Block((), ("ctr", "clickprompt", "ablation-no-pamlm", "ablation-no-prompts"))],
+        "The paper's row 'w/o prompt' with MLM pretraining of the PLM kept is not built: cp_dist's late-fusion "
+        "ablation starts from a fresh PLM, which is the paper's 'w/o both'."),
+    "table6": PaperTable(
+        "Table 6: test AUC by long-tail user x long-tail item, DCNv2 against ClickPrompt",
+        lambda config: [Block((), ("ctr", "clickprompt"))]),
+}
+
+
+def reproduce(name: str, data_dir: Path, out_dir: Path, config: Config, *, seeds: Sequence[int], results_dir: Path,
+              progress: Callable[[str], None] = print) -> dict:
+    """Runs every block of table `name` and writes <name>.json / .md / .png to results_dir."""
+    from cp_dist.training.comparison import run_comparison
+
+    table = TABLES[name]
+    blocks = []
+    for block in table.blocks(config):
+        label = block.label()
+        progress(f"[{name}] block {label or '(the preset)'}: {', '.join(block.variants)}")
+        block_config = with_overrides(config, list(block.settings))
+        block_dir = out_dir / label if label else out_dir
+        payload = run_comparison(data_dir, block_dir, block_config, seeds=seeds, variants=block.variants,
+                                 results_dir=block_dir, progress=progress)
+        blocks.append({"block": label, "settings": list(block.settings), "rows": payload["rows"],
+                       "long_tail_thresholds": payload["long_tail_thresholds"]})
+    result = {"table": name, "title": table.title, "note": table.note, "data": str(data_dir), "seeds": list(seeds),
+              "config": config.to_dict(), "blocks": blocks}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_json(results_dir / f"{name}.json", result)
+    with atomic_file(results_dir / f"{name}.md") as tmp:
+        tmp.write_text(format_table(result))
+    plot_table(result, results_dir / f"{name}.png")
+    return result
+
+
+def _spread(values: list[float]) -> str:
+    mean = statistics.mean(values)
+    return f"{mean:.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{mean:.4f}"
+
+
+def _diagnostic(row: dict) -> str:
+    """The row's alignment diagnostic, where it has one: PA-MLM's value gap, CTRL's retrieval, the PLM
+    tower's AUC with shuffled prompts."""
+    parts = []
+    gaps = [g for g in row.get("mlm_value_gap") or [] if g is not None]
+    if gaps:
+        parts.append(f"value gap {statistics.mean(gaps):.3f}")
+    retrieval = [r for r in row.get("retrieval_at_1") or [] if r is not None]
+    if retrieval:
+        parts.append(f"retrieval@1 {statistics.mean(retrieval):.3f} (chance {row['retrieval_chance']:.3f})")
+    shuffled = [a for a in row.get("auc_plm_shuffled") or [] if a is not None]
+    if shuffled:
+        parts.append(f"PLM shuffled {statistics.mean(shuffled):.4f}")
+    return "; ".join(parts) or "–"
+
+
+def format_table(result: dict) -> str:
+    config = result["config"]
+    prompt = config["prompt"]
+    lines = [f"# {result['title']}", "",
+             f"Data {result['data']}; seeds {', '.join(map(str, result['seeds']))}; PLM {prompt['plm']} "
+             f"({prompt['plm_layers'] or 'all'} layers unless the block says), max_length {prompt['max_length']}. "
+             "Test AUC / LogLoss mean ± std over seeds. Relative change, p (t) (paired t-test across seeds) and "
+             "p (DeLong) (seed-mean AUC difference on the same test rows) are against the block's CTR backbone alone. "
+             "seconds: training, including the pretraining run the variant starts from.", ""]
+    if result["note"]:
+        lines += [result["note"], ""]
+    lines += ["| block | variant | test AUC | test LogLoss | rel. AUC change | p (t) | p (DeLong) | diagnostic | seconds |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for block in result["blocks"]:
+        for row in block["rows"]:
+            t = f"{row['p_value']:.3f}" if "p_value" in row else "–"
+            delong = f"{row['delong']['p_value']:.3g}" if "delong" in row else "–"
+            lines.append(f"| {block['block'] or 'preset'} | {row['variant']} | {_spread(row['test_auc'])} | "
+                         f"{_spread(row['test_logloss'])} | {100 * row['relative_auc_change_mean']:+.2f}% | {t} | {delong} | "
+                         f"{_diagnostic(row)} | {statistics.mean(row['seconds']):.0f} |")
+    first = result["blocks"][0]
+    cells = first["rows"][0]["long_tail"]
+    thresholds = first["long_tail_thresholds"]
+    lines += ["", f"Test AUC by long-tail user x long-tail item (block {first['block'] or 'preset'}), mean over seeds. Long "
+              f"tail: ids seen at most {thresholds['user']} (users) / {thresholds['item']} (items) times in training, or never.",
+              "", "| variant | " + " | ".join(f"user {'tail' if c['long_tail_user'] else 'head'}, item "
+                                             f"{'tail' if c['long_tail_item'] else 'head'} ({c['rows']:,} rows)" for c in cells) + " |",
+              "|---|" + "---|" * len(cells)]
+    for row in first["rows"]:
+        lines.append(f"| {row['variant']} | " + " | ".join("–" if c["auc"] is None else f"{c['auc']:.4f}" for c in row["long_tail"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_table(result: dict, path: Path) -> None:
+    """Bars of test AUC (mean, std over seeds as error bars), one per row."""
+    names, means, stds = [], [], []
+    for block in result["blocks"]:
+        for row in block["rows"]:
+            names.append(f"{block['block']}/{row['variant']}" if block["block"] else row["variant"])
+            means.append(row["test_auc_mean"])
+            stds.append(row["test_auc_std"])
+    figure, axis = new_figure(width=max(6.0, 0.5 * len(names) + 2), height=5)
+    axis.bar(range(len(names)), means, yerr=stds, capsize=3, color="tab:blue")
+    axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    low = min(m - s for m, s in zip(means, stds))
+    axis.set_ylim(max(0.0, low - 0.01), max(m + s for m, s in zip(means, stds)) + 0.005)
+    axis.set_ylabel("test AUC")
+    axis.set_title(result["title"], fontsize=9)
+    save_figure(figure, path)

@@ -1,0 +1,42 @@
+"""`cp-dist reproduce`: the tables' blocks, the files a table writes, and runs shared between tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cp_dist.config import load_config
+from cp_dist.ctr.backbones import BACKBONES
+from cp_dist.training.paper_tables import TABLES, reproduce
+
+
+def test_blocks_share_the_presets_runs() -> None:
+    """Table 2 trains every other backbone in its own block; Table 3's block with the preset's backbone and
+    layers has no settings, so it runs in --out itself, where `compare` and the other tables put theirs."""
+    config = load_config("ml-100k")  # DCNv2, MiniLM's first layer
+    table2 = TABLES["table2"].blocks(config)
+    assert table2[0].settings == () and {"ctrl", "ctr-bert", "ptab", "p5", "clickprompt"} <= set(table2[0].variants)
+    assert sorted(b.label() for b in table2[1:]) == sorted(f"model={b}" for b in BACKBONES if b != "dcnv2")
+    labels = [b.label() for b in TABLES["table3"].blocks(config)]
+    assert labels[:3] == ["", "plm_layers=3", "plm_layers=6"]
+    assert labels[3:6] == ["model=autoint", "model=autoint,plm_layers=3", "model=autoint,plm_layers=6"]
+
+
+def test_tables_write_their_files_and_share_runs(setup, tmp_path: Path) -> None:
+    base, settings = setup
+    config = load_config("ml-1m", [*settings, "pamlm.max_steps=3", "finetune.max_steps=4"])
+    out, results = tmp_path / "runs", tmp_path / "results"
+    table6 = reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results, progress=lambda _: None)
+    assert [row["variant"] for row in table6["blocks"][0]["rows"]] == ["ctr", "clickprompt"]
+    for suffix in ("json", "md", "png"):
+        assert (results / f"table6.{suffix}").stat().st_size > 0
+    assert json.loads((results / "table6.json").read_text())["blocks"] == table6["blocks"]
+    markdown = (results / "table6.md").read_text()
+    assert "| preset | clickprompt |" in markdown and "user tail, item tail" in markdown and "value gap" in markdown
+
+    stamp = (out / "seed0" / "clickprompt" / "metrics.json").stat().st_mtime_ns
+    table5 = reproduce("table5", base / "data", out, config, seeds=[0], results_dir=results, progress=lambda _: None)
+    rows = {row["variant"]: row for row in table5["blocks"][0]["rows"]}
+    assert rows["clickprompt"]["test_auc"] == table6["blocks"][0]["rows"][1]["test_auc"]
+    assert (out / "seed0" / "clickprompt" / "metrics.json").stat().st_mtime_ns == stamp, "Table 6's run is reused"
+    assert "ablation-no-pamlm" in rows and "'w/o both'" in (results / "table5.md").read_text()
