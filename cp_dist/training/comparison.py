@@ -72,6 +72,7 @@ def _run_variant(data_dir: Path, seed_dir: Path, config: Config, name: str, prog
     return {"seed": config.train.seed, "run": str(run.path), "test": metrics["test"], "valid": metrics["valid"],
             "best_epoch": metrics["best_epoch"], "train_seconds": metrics["train_seconds"], "pretrain_seconds": pretrain_seconds,
             "fusion_weight": metrics["model_info"].get("fusion_weight"), "mlm_value_gap": pretrain_valid.get("mlm_value_gap"),
+            "mlm_value_ce_none": pretrain_valid.get("mlm_value_ce_none"),
             "retrieval_at_1": pretrain_valid.get("retrieval_at_1"), "retrieval_chance": pretrain_valid.get("retrieval_chance"),
             "predictions": run.predictions()}
 
@@ -101,6 +102,7 @@ def _summarize(runs: dict[str, list[dict]], seeds: Sequence[int], config: Config
                "seconds": [r["train_seconds"] + r["pretrain_seconds"] for r in variant_runs],
                "fusion_weight": [r["fusion_weight"] for r in variant_runs],
                "mlm_value_gap": [r["mlm_value_gap"] for r in variant_runs],
+               "mlm_value_ce_none": [r["mlm_value_ce_none"] for r in variant_runs],
                "retrieval_at_1": [r["retrieval_at_1"] for r in variant_runs],
                "retrieval_chance": variant_runs[0]["retrieval_chance"],
                "auc_ctr_tower": [r["test"].get("auc_ctr") for r in variant_runs],

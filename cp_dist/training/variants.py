@@ -14,7 +14,7 @@ class Variant:
     description: str
     stage: str  # a stage of cp_dist.training.stages.STAGES
     # the pretraining run it starts from, shared by the variants naming it: "pamlm" (the preset's
-    # prompts), "pamlm-input", "ctrl-pretrain", "ptab-mlm"; None: fresh
+    # prompts), "pamlm-input", "ctrl-pretrain", "ptab-mlm", "ptab-mlm-no-prompts"; None: fresh
     pretrain_run: str | None = None
     prompt: dict = dataclasses.field(default_factory=dict)  # overrides of the prompt section
     pretrain_stage: str = "pamlm"  # the stage of that run
@@ -29,6 +29,9 @@ VARIANTS: dict[str, Variant] = {
                                       {"placement": "input"}),
     "ablation-no-prompts": Variant("with the PLM, no prompts: the two towers' logits fused late, no PA-MLM",
                                    "with_plm", None, {"num_prompts": 0}),
+    "ablation-no-prompts-mlm": Variant("with the PLM, no prompts (late fusion), the PLM first trained by masked-LM on "
+                                       "the row text (PTab's pretraining)", "with_plm", "ptab-mlm-no-prompts",
+                                       {"num_prompts": 0}, pretrain_stage="ptab_mlm"),
     "ctrl": Variant("CTRL (baseline): InfoNCE between q and the PLM's row embedding, then the backbone alone",
                     "without_plm", "ctrl-pretrain", pretrain_stage="ctrl"),
     "ctr-bert": Variant("CTR-BERT (baseline): a user-side and an item-side text tower into an MLP", "ctr_bert"),

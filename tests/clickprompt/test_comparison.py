@@ -55,6 +55,8 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
         assert sum(cell["rows"] for cell in row["long_tail"]) == len(labels)
     assert all(w != 0.5 for w in rows["clickprompt"]["fusion_weight"]), "the fusion weight trains"
     assert rows["ctr"]["fusion_weight"] == [None, None] and rows["ctr"]["mlm_value_gap"] == [None, None]
+    ptab_mlm = json.loads((tmp_path / "seed0" / "ptab-mlm" / "metrics.json").read_text())["valid"]
+    assert rows["ptab"]["mlm_value_ce_none"][0] == ptab_mlm["mlm_value_ce_none"] and rows["ptab"]["mlm_value_gap"][0] is None
     gaps = [json.loads((tmp_path / f"seed{seed}" / "pamlm" / "metrics.json").read_text())["valid"]["mlm_value_gap"]
             for seed in (0, 1)]
     assert rows["clickprompt"]["mlm_value_gap"] == gaps == rows["clickprompt-no-plm"]["mlm_value_gap"]

@@ -1,5 +1,6 @@
 """Finetuning with the PLM: CTR model, generator and PLM from PA-MLM (or fresh: the ablation without
-PA-MLM), fresh heads, the fused click logit a * y_ctr + (1 - a) * y_plm."""
+PA-MLM), fresh heads, the fused click logit a * y_ctr + (1 - a) * y_plm. From a PTab masked-LM run
+(the ablation without prompts, the PLM's MLM pretraining kept) only the PLM comes from the start."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from cp_dist.checkpoint import read_index
 from cp_dist.clickprompt.diagnostics import tower_diagnostics, tower_logits
 from cp_dist.clickprompt.model import FINETUNE_HEADS, prepare_for_finetuning
 from cp_dist.data.loader import Batch
-from cp_dist.distributed.engines import Engine
+from cp_dist.distributed.engines import Engine, Start
 from cp_dist.training.evaluate import click_metrics, predict, split_labels
 from cp_dist.training.stages.clickprompt import ClickPromptStage
 
@@ -26,6 +28,11 @@ class FinetuneWithPLM(ClickPromptStage):
 
     def prepare(self, model: nn.Module) -> None:
         prepare_for_finetuning(model, self.settings.plm_lr)
+
+    def start_from(self, checkpoint: Path | None) -> Start | None:
+        if checkpoint is not None and read_index(checkpoint)["architecture"] == "ptab":  # a PLM without an ID model
+            return Start(checkpoint, "", (*FINETUNE_HEADS, "ctr.", "generator."), tables=False)
+        return super().start_from(checkpoint)
 
     def test(self, model: Engine, data_dir: Path) -> tuple[dict[str, float], np.ndarray]:
         """As every stage's, and what each tower scores alone, and the PLM tower with shuffled prompts
