@@ -11,11 +11,9 @@ pass and the copy of the scores back to the host. Cases, all measured in this ru
 - each in eager mode and one optimised mode: torch.compile for the CTR models (CUDA graphs on a GPU),
   bf16 autocast for the PLM models on a GPU (the CPU has no bf16 units, so there it is skipped).
 
-The CTR-only cases are measured for three kinds of request: 'raw', a list of candidate dicts (every
-field's value encoded per request), 'ranking', one user and candidate item ids as JSON strings
-(Ranker: item fields from the catalogue, gathered on the device; the user's encoded once), and
-'ranking-ints', the same ids as JSON integers (ML-100K's item ids are integers: the catalogue
-indexes one array by them instead of a dictionary).
+The CTR-only cases are measured for two kinds of request: 'raw', a list of candidate dicts (every
+field's value encoded per request), and 'ranking', one user and candidate item ids (Ranker: item
+fields from the catalogue, gathered on the device; the user's encoded once).
 
 Weights are random (latency does not depend on them); RoBERTa configurations use MiniLM's tokenizer,
 whose cost is of the same order. Each case runs until --requests requests or --seconds seconds; the
@@ -179,9 +177,7 @@ def main() -> None:
         for count in args.candidates:
             raw = [[pool[(r * count + i) % len(pool)] for i in range(count)] for r in range(args.requests)]
             ranking = [({f: request[0][f] for f in user_fields}, [row[item_key] for row in request]) for request in raw]
-            ranking_ints = [(user, [int(item) for item in items]) for user, items in ranking]
-            kinds = {"raw": raw, "ranking": ranking, "ranking-ints": ranking_ints}
-            for (case, mode, kind), (times, host) in _measure(scorers, kinds, args.seconds).items():
+            for (case, mode, kind), (times, host) in _measure(scorers, {"raw": raw, "ranking": ranking}, args.seconds).items():
                 row = {"case": case, "mode": mode, "request": kind, "candidates": count, "requests": len(times),
                        "p50_ms": 1e3 * float(np.percentile(times, 50)), "p99_ms": 1e3 * float(np.percentile(times, 99)),
                        "inputs_p50_ms": 1e3 * float(np.percentile(host, 50)),
@@ -193,8 +189,7 @@ def main() -> None:
     catalogue, ctr_cases = ItemCatalogue.from_data(data, meta), {}
     for (case, mode), model in _ctr_models(meta, config, device).items():
         scorer = Scorer(model, vocabularies, device)
-        ranker = _RankingScorer(Ranker(scorer, catalogue))
-        ctr_cases |= {(case, mode, "raw"): scorer, (case, mode, "ranking"): ranker, (case, mode, "ranking-ints"): ranker}
+        ctr_cases |= {(case, mode, "raw"): scorer, (case, mode, "ranking"): _RankingScorer(Ranker(scorer, catalogue))}
     measure(ctr_cases)
     for case, mode, model in _plm_models(args.encoders, meta, config, device):
         measure({(case, mode, "raw"): Scorer(model, vocabularies, device, tokenizer, args.max_length)})
@@ -228,8 +223,7 @@ def _summary(result: dict) -> str:
     where = machine["gpu"]["name"] if machine.get("gpu") else f"{machine['cpu']} ({machine['cpu_count']} cores)"
     lines = [
         f"Serving latency on {where}, end to end from raw candidates ({result['max_length']} text tokens at most, "
-        f"{result['prompts']} prompts per layer). 'raw': candidates as field dicts; 'ranking': one user and item ids (strings; "
-        "'ranking-ints': as JSON integers). "
+        f"{result['prompts']} prompts per layer). 'raw': candidates as field dicts; 'ranking': one user and item ids. "
         "'inputs': the host-side part (vocabulary lookup; text and tokens for the PLM). 'vs DCNv2': p50 over raw "
         "DCNv2's p50 in the same mode and request (eager, raw for the PLM modes); the CTR-only cases took turns "
         "request by request.",

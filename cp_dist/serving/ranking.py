@@ -48,7 +48,6 @@ class ItemCatalogue:
         item_indices = indices[:, self.columns]
         self._item_bytes = ValueIndex(zip(keys, map(np.ndarray.tobytes, item_indices[1:]), strict=True),
                                       default=item_indices[0].tobytes())
-        self._dense_rows = _dense_rows(keys)
 
     @classmethod
     def from_data(cls, data_dir: Path, meta: DatasetMeta | None = None) -> ItemCatalogue:
@@ -72,20 +71,7 @@ class ItemCatalogue:
 
     def rows(self, items: Sequence[object]) -> np.ndarray:
         """Each item's catalogue row; 0 (the unknown item) for keys the data never held."""
-        rows = self.integer_rows(items)
-        return rows if rows is not None else np.fromiter(self._lookup(self._rows, items), np.int64, len(items))
-
-    def integer_rows(self, items: Sequence[object]) -> np.ndarray | None:
-        """rows() without a dictionary: where every item key is a decimal integer (ML-100K's, GoodReads'
-        ids) and the request names every item by a JSON integer, the keys index one array. None otherwise."""
-        if self._dense_rows is None or set(map(type, items)) != {int}:  # bool is not int here
-            return None
-        try:
-            keys = np.array(items, dtype=np.int64)
-        except OverflowError:
-            return None
-        known = (keys >= 0) & (keys < len(self._dense_rows))
-        return np.where(known, self._dense_rows[np.where(known, keys, 0)], 0)
+        return np.fromiter(self._lookup(self._rows, items), np.int64, len(items))
 
     def item_bytes(self, items: Sequence[object]) -> tuple[bytes, ...]:
         """Each item's indices in the `columns` (int64, native order); the unknown item's zeros for
@@ -99,23 +85,6 @@ class ItemCatalogue:
             where = next(i for i, item in enumerate(items) if not isinstance(item, str | int | float))
             raise UserError(f"items[{where}]: a {type(items[where]).__name__}; expected an item id "
                             f"({self.key.name}, a string or a number)") from None
-
-
-#: Item keys index an array of at most this many rows (int64: 8 bytes each) beyond the catalogue's size.
-DENSE_KEY_SLACK = 1 << 22
-
-
-def _dense_rows(keys: list[str]) -> np.ndarray | None:
-    """key -> catalogue row as an array indexed by the key, where every key is a canonical decimal
-    integer ("25", not "025") and the largest is not far beyond the number of items; None otherwise."""
-    if not keys or not all(key.isdecimal() and key.isascii() and (key == "0" or key[0] != "0") for key in keys):
-        return None
-    numbers = np.array([int(key) for key in keys], dtype=np.int64)
-    if numbers.max() >= len(keys) + DENSE_KEY_SLACK:
-        return None
-    dense = np.zeros(int(numbers.max()) + 1, dtype=np.int64)
-    dense[numbers] = np.arange(1, len(keys) + 1)
-    return dense
 
 
 class Ranker:
@@ -162,14 +131,8 @@ class Ranker:
         return row
 
     def host_ids(self, user: Mapping[str, object], items: Sequence[object]) -> torch.Tensor:
-        """[len(items), F] on the host. Items named by integers: a gather of their catalogue rows (see
-        ItemCatalogue.integer_rows). Otherwise one join: the request's packed indices before every
-        item's (joined with an empty first part, so each row is request columns, then item columns)."""
-        rows = self.catalogue.integer_rows(items)
-        if rows is not None:
-            ids = self._item_indices[rows]
-            ids[:, self._request_columns] = self.request_indices(user)
-            return torch.from_numpy(ids)
+        """[len(items), F] on the host in one join: the request's packed indices before every item's
+        (joined with an empty first part, so each row is request columns, then item columns)."""
         request = bytearray(self._pack_request(*self.request_indices(user)))
         rows = request.join((b"", *self.catalogue.item_bytes(items)))  # a bytearray: writable, as torch wants
         return torch.from_numpy(np.frombuffer(rows, np.int64).reshape(len(items), self._width))

@@ -161,14 +161,6 @@ def test_ranking_unknown_items_and_bad_requests(runs) -> None:
     assert torch.equal(alone[0], ids[0]) and torch.equal(as_number[0], ids[0]) and torch.equal(as_number[1], ids[0])
     gathered = ranker.catalogue.indices[ranker.catalogue.rows([*items, "never an item"])] + ranker.encode_user(user)
     assert torch.equal(ranker.host_ids(user, [*items, "never an item"]), torch.from_numpy(gathered)), "one join = gather + add"
-    # Item ids sent as JSON integers index one array (the keys are decimal integers here): same ids,
-    # unknown and negative ones included; a bool, or an integer beyond int64, takes the dictionary path.
-    numbers = [int(item) for item in items] + [10**9, -1]
-    assert ranker.catalogue.integer_rows(numbers) is not None
-    assert torch.equal(ranker.host_ids(user, numbers), ranker.host_ids(user, [*items, "never", "an item"]))
-    assert ranker.catalogue.integer_rows([True, int(items[0])]) is None
-    assert ranker.catalogue.integer_rows([int(items[0]), 10**30]) is None
-    assert torch.equal(ranker.host_ids(user, [int(items[0]), 10**30]), ranker.host_ids(user, [items[0], "never"]))
     assert ranker.score(user, []).shape == (0,)
     field = ranker.request_fields[1][1].name
     with pytest.raises(UserError, match=f"user has no field '{field}'; expected all of"):
