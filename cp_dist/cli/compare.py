@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cp_dist.cli.train import config_from, training_options
 from cp_dist.ctr.backbones import BACKBONES
-from cp_dist.training.paper_tables import TABLES
+from cp_dist.training.paper_tables import TABLE3_DEPTHS, TABLES
 from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
 
 
@@ -31,7 +31,8 @@ def _reproduce(args: argparse.Namespace) -> None:
     from cp_dist.training.paper_tables import format_table, reproduce
 
     results = args.results or args.out
-    result = reproduce(args.table, args.data, args.out, config_from(args), seeds=args.seeds, results_dir=results)
+    result = reproduce(args.table, args.data, args.out, config_from(args), seeds=args.seeds, results_dir=results,
+                       plm_layers=args.plm_layers)
     print(format_table(result))
     print(f"wrote {results}/{args.table}.json, .md and .png")
 
@@ -65,6 +66,9 @@ def add_commands(commands) -> None:
     p.add_argument("table", choices=list(TABLES), metavar="TABLE", help=f"one of: {', '.join(TABLES)}")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--results", type=Path, help="where TABLE.json / .md / .png go (default: --out)")
+    p.add_argument("--plm-layers", nargs="+", type=int, default=list(TABLE3_DEPTHS), metavar="N",
+                   help="table3: the encoder depths, each the PLM's first N layers (default: %(default)s); a with-PLM "
+                   "run's cost grows with N")
     training_options(p)
     p.set_defaults(handler=_reproduce, model=None)
 

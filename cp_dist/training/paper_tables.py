@@ -23,6 +23,7 @@ from cp_dist.io import atomic_file, write_json
 from cp_dist.plots import new_figure, save_figure
 
 MAIN = ("ctr", "clickprompt-no-plm", "clickprompt")
+TABLE3_DEPTHS = (1, 3, 6)  # MiniLM's first 1, 3 and all 6 layers
 
 
 @dataclass(frozen=True)
@@ -38,20 +39,21 @@ class Block:
 @dataclass(frozen=True)
 class PaperTable:
     title: str
-    blocks: Callable[[Config], list[Block]]  # of the preset's config
+    blocks: Callable[[Config, Sequence[int]], list[Block]]  # of the preset's config and Table 3's encoder depths
     note: str = ""
 
 
-def _table2(config: Config) -> list[Block]:
+def _table2(config: Config, plm_layers: Sequence[int]) -> list[Block]:
     others = [Block((f"ctr.model={name}",), ("ctr",)) for name in BACKBONES if name != config.ctr.model]
     return [Block((), (*MAIN, "ctrl", "ctr-bert", "ptab", "p5")), *others]
 
 
-def _per_backbone(variants: tuple[str, ...], layers: Sequence[int | None] = (None,)) -> Callable[[Config], list[Block]]:
-    def blocks(config: Config) -> list[Block]:
+def _per_backbone(variants: tuple[str, ...], *, over_depths: bool = False) -> Callable[[Config, Sequence[int]], list[Block]]:
+    """Blocks for DCNv2, AutoInt and DNN (and, over_depths, each encoder depth asked for)."""
+    def blocks(config: Config, plm_layers: Sequence[int]) -> list[Block]:
         chosen = []
         for name in ("dcnv2", "autoint", "dnn"):
-            for count in layers:
+            for count in plm_layers if over_depths else (None,):
                 settings = (f"ctr.model={name}",) + (() if count is None else (f"prompt.plm_layers={count}",))
                 chosen.append(Block(_changed(config, settings), variants))
         return chosen
@@ -73,35 +75,37 @@ def _changed(config: Config, settings: tuple[str, ...]) -> tuple[str, ...]:
 TABLES: dict[str, PaperTable] = {
     "table2": PaperTable(
         "Table 2: the ten CTR backbones, the four PLM baselines and ClickPrompt without and with the PLM", _table2,
-        "P5 is its encoder-only form (the MLM head answers 'Clicked? [MASK]'); CTR-BERT, PTab and P5 score with the "
-        "PLM, CTRL and ClickPrompt without the PLM at the backbone's cost."),
+        "P5 answers 'Clicked?' with the MLM head at a [MASK] for an encoder PLM, by decoding for an encoder-decoder "
+        "(the paper's T5); CTR-BERT, PTab and P5 score with the PLM, CTRL and ClickPrompt without the PLM at the "
+        "backbone's cost."),
     "table3": PaperTable(
-        "Table 3: compatibility, backbones DCNv2 / AutoInt / DNN x the PLM's encoder layers (MiniLM's first 1, 3, 6)",
-        _per_backbone(MAIN, layers=(1, 3, 6))),
+        "Table 3: compatibility, backbones DCNv2 / AutoInt / DNN x the PLM's encoder layers (MiniLM's first 1, 3, 6; --plm-layers)",
+        _per_backbone(MAIN, over_depths=True)),
     "table4": PaperTable(
         "Table 4: prompts at the input layer only against layer-wise prompts, with the PLM",
         _per_backbone(("ctr", "ablation-input-prompts", "clickprompt"))),
     "table5": PaperTable(
         "Table 5: ClickPrompt without prompts (late fusion, the PLM's masked-LM pretraining kept), without PA-MLM, "
         "and without both",
-        lambda config: [Block((), ("ctr", "clickprompt", "ablation-no-prompts-mlm", "ablation-no-pamlm",
+        lambda config, plm_layers: [Block((), ("ctr", "clickprompt", "ablation-no-prompts-mlm", "ablation-no-pamlm",
                                    "ablation-no-prompts"))],
         "w/o prompt: ablation-no-prompts-mlm (the PLM masked-LM trained on the row text without prompts, then the "
         "towers fused late); w/o pretrain: ablation-no-pamlm; w/o both: ablation-no-prompts."),
     "table6": PaperTable(
         "Table 6: test AUC by long-tail user x long-tail item, DCNv2 against ClickPrompt",
-        lambda config: [Block((), ("ctr", "clickprompt"))]),
+        lambda config, plm_layers: [Block((), ("ctr", "clickprompt"))]),
 }
 
 
 def reproduce(name: str, data_dir: Path, out_dir: Path, config: Config, *, seeds: Sequence[int], results_dir: Path,
-              progress: Callable[[str], None] = print) -> dict:
-    """Runs every block of table `name` and writes <name>.json / .md / .png to results_dir."""
+              plm_layers: Sequence[int] = TABLE3_DEPTHS, progress: Callable[[str], None] = print) -> dict:
+    """Runs every block of table `name` and writes <name>.json / .md / .png to results_dir.
+    plm_layers: Table 3's encoder depths (a subset where the deeper encoders cost too much)."""
     from cp_dist.training.comparison import run_comparison
 
     table = TABLES[name]
     blocks = []
-    for block in table.blocks(config):
+    for block in table.blocks(config, plm_layers):
         label = block.label()
         progress(f"[{name}] block {label or '(the preset)'}: {', '.join(block.variants)}")
         block_config = with_overrides(config, list(block.settings))
