@@ -1,8 +1,10 @@
-"""The PLM baselines without ID tables (CTR-BERT, PTab, P5): gradients, learning the planted signal,
-checkpoints that rebuild alone, and training on the table-less engines."""
+"""The PLM baselines without ID tables (CTR-BERT, PTab, P5 in its cloze and its generative form):
+gradients, learning the planted signal, checkpoints that rebuild alone, and training on the
+table-less engines."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,29 +20,64 @@ from cp_dist.data.synth import synth
 from cp_dist.data.tokens import tokenize_splits
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.errors import UserError
+from cp_dist.pretrained import load_tokenizer
 from cp_dist.training.evaluate import click_metrics, evaluate_run, predict, split_labels
 from cp_dist.training.stages import STAGES
 from tests.clickprompt.conftest import run
 
 CPU = torch.device("cpu")
 
-STAGE_OF = {"ctr_bert": "ctr_bert", "ptab": "ptab", "p5": "p5"}
+#: Each case's stage; "p5-generative" is P5 with an encoder-decoder (a tiny random T5).
+STAGE_OF = {"ctr_bert": "ctr_bert", "ptab": "ptab", "p5": "p5", "p5-generative": "p5"}
+#: A one-token decoder's self-attention attends to one position, so its queries, keys and position
+#: bias get zero gradient (softmax over one score): the only parameters of P5's T5 that cannot learn.
+ONE_POSITION = (".SelfAttention.q.", ".SelfAttention.k.", ".SelfAttention.relative_attention_bias.")
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer T5 on MiniLM's vocabulary (decoding starts from [PAD], as T5's does)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    path = tmp_path_factory.mktemp("plm") / "tiny-t5"
+    tokenizer = load_tokenizer("minilm")
+    T5ForConditionalGeneration(T5Config(
+        vocab_size=tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.0,
+        decoder_start_token_id=tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _case(name: str, data: Path, settings: list[str], tiny_t5: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """(data, settings) of a case: the generative form reads a copy of the data tokenized for the T5."""
+    if name != "p5-generative":
+        return data, settings
+    copy = tmp_path / "data-t5"
+    shutil.copytree(data, copy)
+    tokenize_splits(copy, str(tiny_t5), max_length=48)
+    return copy, [*settings, f"prompt.plm={tiny_t5}"]
 
 
 @pytest.mark.parametrize("name", list(STAGE_OF))
-def test_forward_and_backward(name: str, setup) -> None:
+def test_forward_and_backward(name: str, setup, tiny_t5: Path, tmp_path: Path) -> None:
     base, settings = setup
+    data, settings = _case(name, base / "data", settings, tiny_t5, tmp_path)
     config = load_config("ml-1m", settings)
-    meta = DatasetMeta.load(base / "data")
+    meta = DatasetMeta.load(data)
     stage = STAGES[STAGE_OF[name]](config, meta, RankInfo(0, 1, CPU, "gloo", CPU))
     model = stage.build_model()
-    batch = next(iter(stage.batches(base / "data", "train", training=False)))
+    batch = next(iter(stage.batches(data, "train", training=False)))
     logits = stage.logits(lambda *args: model(*args), batch)
     assert logits.shape == (len(batch),) and torch.isfinite(logits).all()
     F.binary_cross_entropy_with_logits(logits, batch.labels).backward()
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trained
     without = [n for n, p in trained if p.grad is None or not p.grad.abs().sum() > 0]
+    if name == "p5-generative":
+        assert type(model).__name__ == "P5Generative"
+        assert without and all(".decoder." in n and any(part in n for part in ONE_POSITION) for n in without), without
+        without = []
     assert without == [], "every parameter the stage trains gets gradient"
 
 
@@ -67,7 +104,8 @@ def planted(setup, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, floa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(STAGE_OF))
-def test_learns_the_planted_signal_and_rebuilds_from_its_checkpoint(name: str, setup, planted, tmp_path: Path) -> None:
+def test_learns_the_planted_signal_and_rebuilds_from_its_checkpoint(name: str, setup, planted, tiny_t5: Path,
+                                                                   tmp_path: Path) -> None:
     """The rule the backbones pass (tests/ctr/test_backbones.py): at least 40% of the oracle's lift
     over chance (0.5 + 0.4 x 0.357 = 0.643; chance's std on these 758 test rows is 0.022). The PLM
     here is a random 2-layer BERT of hidden size 32 that reads the text only, so it gets 4 epochs at
@@ -75,6 +113,7 @@ def test_learns_the_planted_signal_and_rebuilds_from_its_checkpoint(name: str, s
     process, scores the test rows as the trained model did."""
     _, settings = setup
     data, oracle = planted
+    data, settings = _case(name, data, settings, tiny_t5, tmp_path)
     config = load_config("ml-1m", [*settings, "finetune.epochs=4", "finetune.plm_lr=1e-3", "finetune.patience=4"])
     metrics = run(STAGE_OF[name], data, tmp_path / name, config)
     assert metrics["test"]["auc"] > 0.5 + 0.4 * (oracle - 0.5), (metrics["test"], oracle)

@@ -37,6 +37,12 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and device.type == "cuda")
 
 
+def is_plm_parameter(name: str) -> bool:
+    """A parameter of the pretrained language model (a masked LM, or P5's encoder-decoder): it trains
+    at plm_lr."""
+    return ".masked_lm." in f".{name}" or ".seq2seq_lm." in f".{name}"
+
+
 class LanguageModelStage(Stage):
     reads_text = True
 
@@ -56,7 +62,7 @@ class LanguageModelStage(Stage):
         return model
 
     def learning_rate(self, name: str) -> float:
-        return self.settings.plm_lr if ".masked_lm." in f".{name}" else self.settings.dense_lr
+        return self.settings.plm_lr if is_plm_parameter(name) else self.settings.dense_lr
 
     def autocast(self):
         return autocast(self.rank.device, self.config.train.precision)
@@ -71,7 +77,7 @@ class LanguageModelStage(Stage):
         return F.binary_cross_entropy_with_logits(self.logits(model, batch), batch.labels.to(self.rank.device))
 
     def summary(self, model: Engine) -> dict:
-        return {"plm_parameters": sum(p.numel() for n, p in model.module.named_parameters() if ".masked_lm." in f".{n}")}
+        return {"plm_parameters": sum(p.numel() for n, p in model.module.named_parameters() if is_plm_parameter(n))}
 
 
 class ClickPromptStage(LanguageModelStage):

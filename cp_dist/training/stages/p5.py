@@ -1,5 +1,6 @@
-"""P5 (a baseline; cp_dist.baselines.p5): the PLM answers "<row text> Clicked? [MASK]" with its MLM
-head, finetuned on the click label with ClickPrompt's finetuning budget (the finetune section)."""
+"""P5 (a baseline; cp_dist.baselines.p5): the PLM answers "<row text> Clicked?" with yes or no (an
+encoder-decoder's first decoded token, or an encoder's MLM head at a [MASK]), finetuned on the click
+label with ClickPrompt's finetuning budget (the finetune section)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from cp_dist.training.stages.clickprompt import LanguageModelStage
 
 class P5Finetune(LanguageModelStage):
     name = "p5"
-    description = "P5 (baseline, encoder-only form): the MLM head answers 'Clicked? [MASK]' with yes or no"
+    description = ("P5 (baseline): the PLM answers 'Clicked?' with yes or no (an encoder-decoder generates it, an "
+                   "encoder's MLM head fills '[MASK]')")
     section = "finetune"
     architecture = "p5"
