@@ -17,10 +17,14 @@ RAY = Path(sys.executable).with_name("ray")
 DASHBOARD = "http://127.0.0.1:8265"
 
 
-def run_ray_jobs(jobs: list[list[str]], logs: Path, timeout: int = 1200) -> list[int]:
-    """Starts a 2-CPU Ray head on loopback in a fresh network namespace, `ray job submit`s each
-    job (a command line run from the repository as the job's working directory) in turn, stops
-    the cluster; returns the jobs' exit codes. Job i's output goes to logs/job<i>.txt."""
+def run_ray_jobs(waves: list[dict[str, list[str]]], logs: Path, cpus: int = 2, timeout: int = 1200) -> dict[str, int]:
+    """Starts a Ray head of `cpus` logical CPUs on loopback in a fresh network namespace, `ray job
+    submit`s the jobs (each a name and a command line run from the repository as the job's working
+    directory) wave by wave, the jobs of a wave at once, stops the cluster; returns each job's exit
+    code. A job's output goes to logs/<name>.txt. More logical CPUs than cores let several 2-worker
+    jobs run together (much of a job's minute is start-up: processes, imports, the worker group),
+    but Ray Data sizes its parallelism by them, so data jobs want the real count."""
+    names = [name for wave in waves for name in wave]
     if shutil.which("unshare") is None:
         pytest.fail("unshare (util-linux) is needed to keep the test's Ray cluster on loopback")
     logs.mkdir(parents=True, exist_ok=True)
@@ -28,15 +32,17 @@ def run_ray_jobs(jobs: list[list[str]], logs: Path, timeout: int = 1200) -> list
              # a token in ~/.ray (left by any earlier local Ray, e.g. the endpoint's) turns token
              # auth on for `ray start` but not for `ray job submit`; this cluster is loopback-only
              "export RAY_AUTH_MODE=disabled",
-             f"{RAY} start --head --port=6390 --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats "
-             f"> {logs}/ray-start.txt 2>&1 || exit 90"]
-    for i, job in enumerate(jobs):
-        submit = [str(RAY), "job", "submit", "--address", DASHBOARD, "--working-dir", str(REPO), "--", *job]
-        lines.append(f"{shlex.join(submit)} > {logs}/job{i}.txt 2>&1; echo $? > {logs}/job{i}.rc")
-    lines.append(f"{RAY} stop --force > {logs}/ray-stop.txt 2>&1")
-    script = logs / "cluster.sh"
+             f"{RAY} start --head --port=6390 --num-cpus={cpus} --dashboard-host=127.0.0.1 --disable-usage-stats "
+             f"> {logs}/ray-start-{names[0]}.txt 2>&1 || exit 90"]
+    for wave in waves:
+        for name, job in wave.items():
+            submit = [str(RAY), "job", "submit", "--address", DASHBOARD, "--working-dir", str(REPO), "--", *job]
+            lines.append(f"({shlex.join(submit)} > {logs}/{name}.txt 2>&1; echo $? > {logs}/{name}.rc) &")
+        lines.append("wait")
+    lines.append(f"{RAY} stop --force > {logs}/ray-stop-{names[0]}.txt 2>&1")
+    script = logs / f"cluster-{names[0]}.sh"
     script.write_text("\n".join(lines) + "\n")
     started = subprocess.run(["unshare", "--net", "bash", str(script)], timeout=timeout, capture_output=True, text=True)
-    if started.returncode == 90 or not (logs / "job0.rc").is_file():
-        pytest.fail(f"the Ray cluster did not start:\n{(logs / 'ray-start.txt').read_text()[-3000:]}\n{started.stderr[-2000:]}")
-    return [int((logs / f"job{i}.rc").read_text()) for i in range(len(jobs))]
+    if started.returncode == 90 or not (logs / f"{names[0]}.rc").is_file():
+        pytest.fail(f"the Ray cluster did not start:\n{(logs / f'ray-start-{names[0]}.txt').read_text()[-3000:]}\n{started.stderr[-2000:]}")
+    return {name: int((logs / f"{name}.rc").read_text()) for name in names}

@@ -1,7 +1,8 @@
-"""The Ray jobs, submitted with `ray job submit` to a local Ray cluster (loopback only): the smoke
-preset's PA-MLM with 2 workers, the same with a worker killed at its start (Ray restarts the
-workers and they start over) and then mid-run (they resume from the last checkpoint), finetuning from
-the PA-MLM model, and the preparation job."""
+"""The Ray jobs, submitted with `ray job submit` to a local Ray cluster (loopback only): the
+preparation jobs, the smoke preset's PA-MLM with 2 workers, then at once: the same with a worker
+killed at its start (Ray restarts the workers and they start over) and then mid-run (they resume
+from the last checkpoint), with more failures than allowed, with the rows streamed by Ray Data,
+and finetuning from the PA-MLM model."""
 
 from __future__ import annotations
 
@@ -35,34 +36,38 @@ def jobs(tmp_path_factory: pytest.TempPathFactory, ml100k_raw: Path) -> dict:
     codes = run_ray_jobs([
         # the data every training job below uses (WORK/data), prepared as its own job on the cluster, in
         # blocks small enough that parsing, counting and the cut points span many; min-count 5 leaves some users OOV
-        ["python", "jobs/prepare.py", "--dataset", "goodreads", "--raw", str(work / "work" / "raw"),
-         "--out", str(work / "work" / "data"), "--block-mib", "0.0625", "--min-count", "5"],
-        ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm"],
-        # killed before its first checkpoint (Ray restarts it from the beginning), then after its second
-        # (Ray restarts it from the last checkpoint)
-        ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-killed", "--fail-at-step", "0", "5",
-         "--set", "distributed.max_failures=2"],
-        ["python", "jobs/finetune_goodreads.py", *common, "--name", "finetune"],
-        # killed with no restart allowed: the job fails, and says so
-        ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-fatal", "--fail-at-step", "3",
-         "--set", "distributed.max_failures=0"],
-        # the rows streamed by Ray Data instead of read by each worker's SplitLoader
-        ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-streaming", "--set", "train.batch_source=ray_data"],
-        ["python", "jobs/prepare.py", "--dataset", "ml-100k", "--raw", str(ml100k_raw), "--out", str(work / "ml-100k"),
-         "--block-mib", "0.25"],
-    ], work / "logs")
-    # job 0 prepares; the tests index the training jobs from 0 as before
-    return {"work": work / "work", "storage": work / "storage", "logs": work / "logs", "prepare_code": codes[0],
-            "codes": codes[1:], "root": work}
+        {"prepare": ["python", "jobs/prepare.py", "--dataset", "goodreads", "--raw", str(work / "work" / "raw"),
+                     "--out", str(work / "work" / "data"), "--block-mib", "0.0625", "--min-count", "5"],
+         "prepare-ml-100k": ["python", "jobs/prepare.py", "--dataset", "ml-100k", "--raw", str(ml100k_raw),
+                             "--out", str(work / "ml-100k"), "--block-mib", "0.25"]}], work / "logs")
+    codes |= run_ray_jobs([
+        # alone: the first training job tokenizes the data for the others
+        {"pamlm": ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm"]},
+        {"finetune": ["python", "jobs/finetune_goodreads.py", *common, "--name", "finetune"],  # from the PA-MLM model
+         # killed before its first checkpoint (Ray restarts it from the beginning), then after its second
+         # (Ray restarts it from the last checkpoint)
+         "pamlm-killed": ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-killed", "--fail-at-step", "0", "5",
+                          "--set", "distributed.max_failures=2"],
+         # killed with no restart allowed: the job fails, and says so
+         "pamlm-fatal": ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-fatal", "--fail-at-step", "3",
+                         "--set", "distributed.max_failures=0"],
+         # the rows streamed by Ray Data instead of read by each worker's SplitLoader
+         "pamlm-streaming": ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-streaming",
+                             "--set", "train.batch_source=ray_data"]},
+    ], work / "logs", cpus=8)
+    return {"work": work / "work", "storage": work / "storage", "logs": work / "logs", "codes": codes, "root": work}
 
 
-def _log(jobs: dict, index: int) -> str:
-    """The log of training job `index` (-1: the preparation job)."""
-    return (jobs["logs"] / f"job{index + 1}.txt").read_text()
+def _log(jobs: dict, name: str) -> str:
+    return (jobs["logs"] / f"{name}.txt").read_text()
+
+
+def _succeeded(jobs: dict, name: str) -> None:
+    assert jobs["codes"][name] == 0, _log(jobs, name)[-5000:]
 
 
 def test_smoke_pamlm_job_completes_with_metrics_and_a_checkpoint(jobs: dict) -> None:
-    assert jobs["codes"][0] == 0, _log(jobs, 0)[-5000:]
+    _succeeded(jobs, "pamlm")
     run = jobs["work"] / "pamlm"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["engine"] == "hybrid" and metrics["zero_stage"] == 2 and metrics["steps"] == 8
@@ -77,7 +82,7 @@ def test_smoke_pamlm_job_completes_with_metrics_and_a_checkpoint(jobs: dict) -> 
 
 
 def test_killed_workers_start_over_then_resume_from_the_last_checkpoint_and_match(jobs: dict) -> None:
-    assert jobs["codes"][1] == 0, _log(jobs, 1)[-5000:]
+    _succeeded(jobs, "pamlm-killed")
     killed = json.loads((jobs["work"] / "pamlm-killed" / "metrics.json").read_text())
     clean = json.loads((jobs["work"] / "pamlm" / "metrics.json").read_text())
     assert {p.name for p in (jobs["work"] / "pamlm-killed").glob(".failure-rehearsed-at-*")} == {
@@ -86,7 +91,7 @@ def test_killed_workers_start_over_then_resume_from_the_last_checkpoint_and_matc
     # Checkpoints come every 2 steps and the worker dies again before step 5. Ray resumes from the
     # last checkpoint it had registered: step 4, or step 2 when the kill overtook step 4's registration.
     assert len(killed["resumed_at"]) == 1 and killed["resumed_at"][0] in (2, 4), killed["resumed_at"]
-    assert set(re.findall(r"resumed from the checkpoint at step (\d+)", _log(jobs, 1))) == {str(killed["resumed_at"][0])}
+    assert set(re.findall(r"resumed from the checkpoint at step (\d+)", _log(jobs, "pamlm-killed"))) == {str(killed["resumed_at"][0])}
     gap = np.max(np.abs(np.array(killed["history"][0]["step_losses"]) - clean["history"][0]["step_losses"]))
     print(f"largest step-loss gap, resumed against uninterrupted: {gap:.2e}")
     assert gap <= TOLERANCE
@@ -108,7 +113,7 @@ def test_killed_workers_start_over_then_resume_from_the_last_checkpoint_and_matc
 
 
 def test_finetune_job_starts_from_the_pamlm_model(jobs: dict) -> None:
-    assert jobs["codes"][2] == 0, _log(jobs, 2)[-5000:]
+    _succeeded(jobs, "finetune")
     metrics = json.loads((jobs["work"] / "finetune" / "metrics.json").read_text())
     assert metrics["stage"] == "with_plm" and metrics["world_size"] == 2
     assert metrics["model_info"]["fusion_weight"] != 0.5, "the fusion weight trains"
@@ -120,14 +125,14 @@ def test_finetune_job_starts_from_the_pamlm_model(jobs: dict) -> None:
 
 
 def test_more_failures_than_allowed_fail_the_job(jobs: dict) -> None:
-    assert jobs["codes"][3] != 0
-    log = _log(jobs, 3)
+    assert jobs["codes"]["pamlm-fatal"] != 0
+    log = _log(jobs, "pamlm-fatal")
     assert "SIGKILL" in log or "died" in log or "exited" in log, log[-3000:]
     assert not (jobs["work"] / "pamlm-fatal" / "metrics.json").exists()
 
 
 def test_ray_data_streams_the_training_rows_to_the_workers(jobs: dict) -> None:
-    assert jobs["codes"][4] == 0, _log(jobs, 4)[-5000:]
+    _succeeded(jobs, "pamlm-streaming")
     streamed = json.loads((jobs["work"] / "pamlm-streaming" / "metrics.json").read_text())
     read = json.loads((jobs["work"] / "pamlm" / "metrics.json").read_text())
     assert streamed["world_size"] == 2 and streamed["steps"] == read["steps"] == 8, "equal shares: as many whole batches"
@@ -151,8 +156,8 @@ def _assert_same_preparation(ray_dir: Path, local_dir: Path) -> None:
 def test_prepare_job_on_goodreads_equals_the_local_engine(jobs: dict, tmp_path: Path) -> None:
     """Gzip JSON in many blocks, users known by key only (the groupby, sort and join path), min-count 5.
     The training jobs above ran on this data (tokenized by the first of them: the text id columns)."""
-    assert jobs["prepare_code"] == 0, _log(jobs, -1)[-5000:]
-    assert "time split: valid from (timestamp, line)" in _log(jobs, -1)
+    _succeeded(jobs, "prepare")
+    assert "time split: valid from (timestamp, line)" in _log(jobs, "prepare")
     prepare("goodreads", jobs["work"] / "raw", tmp_path / "local", PrepareOptions(min_count=5))
     _assert_same_preparation(jobs["work"] / "data", tmp_path / "local")
     vocab = pq.read_table(tmp_path / "local" / "vocab.parquet").to_pandas()
@@ -161,6 +166,6 @@ def test_prepare_job_on_goodreads_equals_the_local_engine(jobs: dict, tmp_path: 
 
 def test_prepare_job_on_ml100k_equals_the_local_engine(jobs: dict, ml100k_raw: Path, tmp_path: Path) -> None:
     """Many blocks, a side table of users, timestamps tied at the cuts (ML-100K has them)."""
-    assert jobs["codes"][5] == 0, _log(jobs, 5)[-5000:]
+    _succeeded(jobs, "prepare-ml-100k")
     prepare("ml-100k", ml100k_raw, tmp_path / "local")
     _assert_same_preparation(jobs["root"] / "ml-100k", tmp_path / "local")
