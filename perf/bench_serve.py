@@ -8,6 +8,9 @@ pass and the copy of the scores back to the host. Cases, all measured in this ru
 - dcnv2: the raw DCNv2 backbone (the served CTR model: tables as one nn.Embedding);
 - clickprompt-no-plm: ClickPrompt's CTR part, which is what ClickPrompt without the PLM serves;
 - clickprompt+<encoder>: ClickPrompt with the PLM (MiniLM; random-weight RoBERTa-base/-large);
+- ptab+, p5+ and ctr-bert+<encoder>: the paper's PLM baselines that serve with the PLM (PTab: the row
+  text, a head on [CLS]; P5: the row text and "Clicked? [MASK]"; CTR-BERT: two towers, the user-side
+  and the item-side fields' texts), so that each one's scoring cost stands beside the backbone's;
 - each in eager mode and one optimised mode: torch.compile for the CTR models (CUDA graphs on a GPU),
   bf16 autocast for the PLM models on a GPU (the CPU has no bf16 units, so there it is skipped).
 
@@ -44,6 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
 from report import new_figure, save_figure, write_markdown  # noqa: E402
 
+from cp_dist.baselines.ctr_bert import CTRBERT, SIDES, side_fields  # noqa: E402
+from cp_dist.baselines.p5 import P5, cloze_tokens  # noqa: E402
+from cp_dist.baselines.ptab import PTab  # noqa: E402
 from cp_dist.clickprompt.model import ClickPrompt  # noqa: E402
 from cp_dist.config import load_config  # noqa: E402
 from cp_dist.ctr.model import CTRModel  # noqa: E402
@@ -135,17 +141,38 @@ def _ctr_models(meta: DatasetMeta, config, device: torch.device) -> dict[tuple[s
             ("clickprompt-no-plm", "compiled"): torch.compile(no_plm, mode=mode, dynamic=False)}
 
 
-def _plm_models(encoders: list[str], meta: DatasetMeta, config, device: torch.device):
-    """(case, mode, ClickPrompt with the PLM) per encoder: eager, and bf16 autocast on a GPU."""
+class _SideTextScorer(Scorer):
+    """CTR-BERT's requests: besides the ids, the user-side and the item-side fields' texts, each tokenized."""
+
+    def inputs(self, rows: list[dict]) -> tuple[torch.Tensor, ...]:
+        columns, fields = self.vocabularies.text_columns(rows), self.vocabularies.fields
+        sides = side_fields(fields).values()
+        return (torch.from_numpy(self.vocabularies.encode(rows)).to(self.device),
+                *(tensor for side in sides for tensor in self.tokens(columns, [fields[k] for k in side])))
+
+
+def _plm_models(encoders: list[str], baselines: bool, meta: DatasetMeta, config, device: torch.device):
+    """(case, mode, model, Scorer class) per encoder: ClickPrompt with the PLM and, with `baselines`,
+    the PLM baselines that serve with it (PTab, P5, CTR-BERT); eager, and bf16 autocast on a GPU."""
     for encoder in encoders:
         torch.manual_seed(0)
         prompted = ClickPrompt(CTRModel(meta.fields, config.ctr), PromptedEncoder(load_masked_lm(encoder)[0]), config.prompt)
         servable_ctr(prompted.ctr)
-        prompted = prompted.eval().to(device)
-        yield f"clickprompt+{encoder}", "eager", prompted
-        if device.type == "cuda":
-            yield f"clickprompt+{encoder}", "bf16", _Autocast(prompted, device)
-        del prompted
+        models = {"clickprompt": (prompted, Scorer)}
+        if baselines:
+            tokenizer = load_tokenizer(encoder)
+            question, answers, suffix_length = cloze_tokens(tokenizer)
+            models |= {"ptab": (PTab(PromptedEncoder(load_masked_lm(encoder)[0])), Scorer),
+                       "p5": (P5(PromptedEncoder(load_masked_lm(encoder)[0]), question, answers, suffix_length,
+                                     tokenizer.pad_token_id or 0), Scorer),
+                       "ctr-bert": (CTRBERT(*(PromptedEncoder(load_masked_lm(encoder)[0]) for _ in SIDES),
+                                            config.ctr.mlp, config.ctr.dropout), _SideTextScorer)}
+        for name, (model, scorer) in models.items():
+            model = model.eval().to(device)
+            yield f"{name}+{encoder}", "eager", model, scorer
+            if device.type == "cuda":
+                yield f"{name}+{encoder}", "bf16", _Autocast(model, device), scorer
+        del prompted, models
 
 
 def main() -> None:
@@ -153,6 +180,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="prepared ML-100K (default: CACHE/prepared/ml-100k; `cp-dist data fetch ml-100k`)")
     parser.add_argument("--encoders", nargs="*", default=["minilm"], help="PLMs of the with-PLM cases (none: CTR-only)")
     parser.add_argument("--tokenizer", default="minilm", help="tokenizer of every with-PLM case")
+    parser.add_argument("--no-baselines", action="store_true", help="leave out the PLM baselines (PTab, P5, CTR-BERT)")
     parser.add_argument("--candidates", nargs="+", type=int, default=[1, 64, 1024])
     parser.add_argument("--requests", type=int, default=3000, help="requests per case at most")
     parser.add_argument("--seconds", type=float, default=10.0, help="time per case at most (at least 5 requests)")
@@ -191,8 +219,8 @@ def main() -> None:
         scorer = Scorer(model, vocabularies, device)
         ctr_cases |= {(case, mode, "raw"): scorer, (case, mode, "ranking"): _RankingScorer(Ranker(scorer, catalogue))}
     measure(ctr_cases)
-    for case, mode, model in _plm_models(args.encoders, meta, config, device):
-        measure({(case, mode, "raw"): Scorer(model, vocabularies, device, tokenizer, args.max_length)})
+    for case, mode, model, scorer in _plm_models(args.encoders, not args.no_baselines, meta, config, device):
+        measure({(case, mode, "raw"): scorer(model, vocabularies, device, tokenizer, args.max_length)})
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -143,9 +143,10 @@ class Scorer:
             return (ids,)
         return ids, *self.tokens(self.vocabularies.text_columns(rows))
 
-    def tokens(self, text_columns: pa.Table) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids and attention mask of rows given as the text template's columns."""
-        texts = render_text(text_columns, self.vocabularies.fields).to_pylist()
+    def tokens(self, text_columns: pa.Table, fields: Sequence[FieldMeta] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask of rows given as the text template's columns; the text of
+        `fields` (default: every field)."""
+        texts = render_text(text_columns, fields or self.vocabularies.fields).to_pylist()
         tokens = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         input_ids, mask = pad_token_lists(pa.array(tokens), self.pad_token_id)
         return torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device)

@@ -48,7 +48,7 @@ def secret_data(setup, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-def _pretrain(setup, data: Path, out: Path, epochs: int = 12) -> dict:
+def _pretrain(setup, data: Path, out: Path, epochs: int = 8) -> dict:
     _, settings = setup
     config = load_config("ml-1m", [*settings, "pamlm.masking=fields", "pamlm.mask_probability=0.5", f"pamlm.epochs={epochs}",
                                    "pamlm.global_batch_size=64", "pamlm.plm_lr=1e-3", "pamlm.dense_lr=3e-3",
