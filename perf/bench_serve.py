@@ -47,15 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
 from report import new_figure, save_figure, write_markdown  # noqa: E402
 
-from cp_dist.baselines.ctr_bert import CTRBERT, SIDES, side_fields  # noqa: E402
-from cp_dist.baselines.p5 import P5, cloze_tokens  # noqa: E402
-from cp_dist.baselines.ptab import PTab  # noqa: E402
+from cp_dist.baselines.ctr_bert import side_fields  # noqa: E402
 from cp_dist.clickprompt.model import ClickPrompt  # noqa: E402
-from cp_dist.config import load_config  # noqa: E402
+from cp_dist.config import load_config, with_overrides  # noqa: E402
 from cp_dist.ctr.model import CTRModel  # noqa: E402
 from cp_dist.data.fetch import cache_root  # noqa: E402
 from cp_dist.data.meta import DatasetMeta  # noqa: E402
 from cp_dist.io import write_json  # noqa: E402
+from cp_dist.models import ARCHITECTURES  # noqa: E402
 from cp_dist.plm.encoder import PromptedEncoder, load_masked_lm, masked_lm_from_config  # noqa: E402
 from cp_dist.pretrained import load_tokenizer  # noqa: E402
 from cp_dist.serving.ranking import ItemCatalogue, Ranker  # noqa: E402
@@ -159,14 +158,10 @@ def _plm_models(encoders: list[str], baselines: bool, meta: DatasetMeta, config,
         prompted = ClickPrompt(CTRModel(meta.fields, config.ctr), PromptedEncoder(load_masked_lm(encoder)[0]), config.prompt)
         servable_ctr(prompted.ctr)
         models = {"clickprompt": (prompted, Scorer)}
-        if baselines:
-            tokenizer = load_tokenizer(encoder)
-            question, answers, suffix_length = cloze_tokens(tokenizer)
-            models |= {"ptab": (PTab(PromptedEncoder(load_masked_lm(encoder)[0])), Scorer),
-                       "p5": (P5(PromptedEncoder(load_masked_lm(encoder)[0]), question, answers, suffix_length,
-                                     tokenizer.pad_token_id or 0), Scorer),
-                       "ctr-bert": (CTRBERT(*(PromptedEncoder(load_masked_lm(encoder)[0]) for _ in SIDES),
-                                            config.ctr.mlp, config.ctr.dropout), _SideTextScorer)}
+        if baselines:  # as training builds them, with every layer of the encoder
+            built = with_overrides(config, [f"prompt.plm={encoder}", "prompt.plm_layers=null"])
+            models |= {case: (ARCHITECTURES[architecture](meta.fields, built), scorer) for case, architecture, scorer in
+                       (("ptab", "ptab", Scorer), ("p5", "p5", Scorer), ("ctr-bert", "ctr_bert", _SideTextScorer))}
         for name, (model, scorer) in models.items():
             model = model.eval().to(device)
             yield f"{name}+{encoder}", "eager", model, scorer

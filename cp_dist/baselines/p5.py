@@ -94,7 +94,7 @@ def append_question(input_ids: torch.Tensor, attention_mask: torch.Tensor, quest
     return torch.where(mask, ids, pad_token_id), mask.to(attention_mask.dtype), cut[:, 0] + asked - 1
 
 
-def cloze_tokens(tokenizer, cloze: bool = True) -> tuple[list[int], tuple[int, int], int]:
+def question_tokens(tokenizer, cloze: bool = True) -> tuple[list[int], tuple[int, int], int]:
     """(the question's ids, ending in [MASK] for the cloze form, the ids of "yes" and "no", how many
     special tokens close a text)."""
     question = tokenizer(QUESTION, add_special_tokens=False)["input_ids"] + ([tokenizer.mask_token_id] if cloze else [])
@@ -118,8 +118,8 @@ def build_p5(fields: Sequence[FieldMeta], config: Config, embedding_device: str 
     tokenizer = load_tokenizer(name)
     pad_token_id = tokenizer.pad_token_id or 0
     if is_encoder_decoder(name):
-        question, answers, suffix_length = cloze_tokens(tokenizer, cloze=False)
+        question, answers, suffix_length = question_tokens(tokenizer, cloze=False)
         return P5Generative(load_seq2seq_lm(name, layers), question, answers, suffix_length, pad_token_id)
     masked_lm, _ = load_masked_lm(name, layers)
-    question, answers, suffix_length = cloze_tokens(tokenizer)
+    question, answers, suffix_length = question_tokens(tokenizer)
     return P5(PromptedEncoder(masked_lm), question, answers, suffix_length, pad_token_id)
