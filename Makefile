@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml cp_dist/serving/_key_index.c
 	python3 -m venv $(VENV)
 	$(PIP) --upgrade pip==26.3
 	$(PIP) -r requirements.txt -c constraints.txt

@@ -16,7 +16,8 @@ pass and the copy of the scores back to the host. Cases, all measured in this ru
 
 The CTR-only cases are measured for two kinds of request: 'raw', a list of candidate dicts (every
 field's value encoded per request), and 'ranking', one user and candidate item ids (Ranker: item
-fields from the catalogue, gathered on the device; the user's encoded once).
+fields from the catalogue, written with the user's by one native pass on the host, gathered on a
+GPU; the user's encoded once).
 
 Weights are random (latency does not depend on them); RoBERTa configurations use MiniLM's tokenizer,
 whose cost is of the same order. Each case runs until --requests requests or --seconds seconds; the

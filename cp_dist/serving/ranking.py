@@ -3,8 +3,9 @@
 A ranking service scores the same items for user after user, so the item side is encoded once: the
 ItemCatalogue holds every item of the prepared data (all splits) as one [items + 1, F] tensor of
 field indices, zero in the other columns, kept on the serving device. A request then costs one
-dictionary lookup per candidate and the user's few fields encoded once; no item value is sent or
-re-encoded. The item key is the first item-side field (every data format's item id). Row 0 is the
+lookup per candidate in a native hash table of the item keys (KeyIndex, cp_dist/serving/_key_index.c),
+which on the host also writes the candidate's row of ids, and the user's few fields encoded once; no
+item value is sent or re-encoded. The item key is the first item-side field (every data format's item id). Row 0 is the
 unknown item: all its fields out of vocabulary (index 0), as a value never seen in training would
 be. Fields not on the item side (the user's, and context fields where a data set
 has them) come with the request. With-PLM runs also render each row's text, the items' part from
@@ -13,9 +14,7 @@ the catalogue's readable values.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
-from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,8 @@ from cp_dist.data.columns import first_per_key
 from cp_dist.data.meta import SPLITS, DatasetMeta, FieldMeta
 from cp_dist.data.schema import MISSING_VALUE
 from cp_dist.errors import UserError
-from cp_dist.serving.scorer import Scorer, ValueIndex, is_hashable
+from cp_dist.serving._key_index import KeyIndex
+from cp_dist.serving.scorer import Scorer, is_hashable
 
 
 class ItemCatalogue:
@@ -39,15 +39,8 @@ class ItemCatalogue:
             raise UserError("the data has no item-side field; ranking requests name items by their key")
         self.key = self.fields[self.columns[0]]
         self.values = values  # the item fields' text columns; row 0: the unknown item
-        self.indices = indices  # [items + 1, F] int64
-        keys = values[self.key.text_column].to_pylist()[1:]
-        self._rows = ValueIndex(zip(keys, range(1, len(indices)), strict=True))
-        # Each item's item-side indices as bytes, so that a request's ids are one join of them (see
-        # Ranker.host_ids): one pass over the candidates, where a lookup then a gather and an add
-        # take three, each finding the host's caches cold after the previous request's forward pass.
-        item_indices = indices[:, self.columns]
-        self._item_bytes = ValueIndex(zip(keys, map(np.ndarray.tobytes, item_indices[1:]), strict=True),
-                                      default=item_indices[0].tobytes())
+        self.indices = np.ascontiguousarray(indices, dtype=np.int64)  # [items + 1, F]
+        self._index = KeyIndex(values[self.key.text_column].to_pylist()[1:])
 
     @classmethod
     def from_data(cls, data_dir: Path, meta: DatasetMeta | None = None) -> ItemCatalogue:
@@ -70,21 +63,23 @@ class ItemCatalogue:
         return len(self.indices) - 1
 
     def rows(self, items: Sequence[object]) -> np.ndarray:
-        """Each item's catalogue row; 0 (the unknown item) for keys the data never held."""
-        return np.fromiter(self._lookup(self._rows, items), np.int64, len(items))
+        """Each item's catalogue row; 0 (the unknown item) for keys the data never held. A number
+        stands for its string form (242 for "242")."""
+        rows = np.empty(len(items), dtype=np.int64)
+        self._lookup(self._index.rows, items, rows)
+        return rows
 
-    def item_bytes(self, items: Sequence[object]) -> tuple[bytes, ...]:
-        """Each item's indices in the `columns` (int64, native order); the unknown item's zeros for
-        keys the data never held."""
-        return self._lookup(self._item_bytes, items)
+    def ids(self, items: Sequence[object], request_row: np.ndarray) -> np.ndarray:
+        """[len(items), F]: the request's row of indices plus each item's, in one native pass."""
+        ids = np.empty((len(items), self.indices.shape[1]), dtype=np.int64)
+        self._lookup(self._index.add_rows, items, self.indices, request_row, ids)
+        return ids
 
-    def _lookup(self, index: ValueIndex, items: Sequence[object]) -> tuple:
+    def _lookup(self, method, items: Sequence[object], *buffers: np.ndarray) -> None:
         try:
-            return itemgetter(*items)(index) if len(items) > 1 else tuple(map(index.__getitem__, items))
-        except TypeError:  # an unhashable item: a list, a dict
-            where = next(i for i, item in enumerate(items) if not isinstance(item, str | int | float))
-            raise UserError(f"items[{where}]: a {type(items[where]).__name__}; expected an item id "
-                            f"({self.key.name}, a string or a number)") from None
+            method(items, *buffers)
+        except TypeError as err:  # an item neither a string nor a number: "items[3]: a list"
+            raise UserError(f"{err}; expected an item id ({self.key.name}, a string or a number)") from None
 
 
 class Ranker:
@@ -96,14 +91,10 @@ class Ranker:
         self.request_fields = [(k, f) for k, f in enumerate(vocabularies.fields) if f.side != "item"]
         self._request_columns = [k for k, _ in self.request_fields]
         self._lookups = [(f.name, vocabularies.index(f.name)) for _, f in self.request_fields]
-        self._pack_request = struct.Struct(f"={len(self._request_columns)}q").pack
-        # On the host the ids are built from bytes (host_ids: request columns, then item columns,
-        # which is the model's order where the data lists the item fields last, as every format of
-        # cp_dist does); on a GPU the catalogue lives there and only the row numbers cross.
-        self._on_host = scorer.device.type == "cpu"
         self._width = len(vocabularies.fields)
-        item_fields_last = self._request_columns + catalogue.columns == list(range(self._width))
-        self._joins_ids = self._on_host and not scorer.reads_text and item_fields_last
+        # On the host the catalogue writes a request's ids itself (ItemCatalogue.ids); on a GPU the
+        # catalogue lives there and only the row numbers cross.
+        self._on_host = scorer.device.type == "cpu"
         self._item_indices = catalogue.indices if self._on_host else torch.from_numpy(catalogue.indices).to(scorer.device)
 
     @classmethod
@@ -126,22 +117,16 @@ class Ranker:
 
     def encode_user(self, user: Mapping[str, object]) -> np.ndarray:
         """[F]: the user's (and context) fields' indices, zero in the item columns."""
-        row = np.zeros(self._width, dtype=np.int64)
-        row[self._request_columns] = self.request_indices(user)
-        return row
-
-    def host_ids(self, user: Mapping[str, object], items: Sequence[object]) -> torch.Tensor:
-        """[len(items), F] on the host in one join: the request's packed indices before every item's
-        (joined with an empty first part, so each row is request columns, then item columns)."""
-        request = bytearray(self._pack_request(*self.request_indices(user)))
-        rows = request.join((b"", *self.catalogue.item_bytes(items)))  # a bytearray: writable, as torch wants
-        return torch.from_numpy(np.frombuffer(rows, np.int64).reshape(len(items), self._width))
+        row = [0] * self._width
+        for column, index in zip(self._request_columns, self.request_indices(user)):
+            row[column] = index
+        return np.array(row, dtype=np.int64)
 
     def inputs(self, user: Mapping[str, object], items: Sequence[object]) -> tuple[torch.Tensor, ...]:
         """The model's inputs for a request: ids, and for a with-PLM model token ids and mask."""
-        if self._joins_ids:
-            return (self.host_ids(user, items),)
         request_row = self.encode_user(user)
+        if self._on_host and not self.scorer.reads_text:
+            return (torch.from_numpy(self.catalogue.ids(items, request_row)),)
         rows = self.catalogue.rows(items)
         if self._on_host:
             ids = torch.from_numpy(self._item_indices[rows] + request_row)

@@ -159,8 +159,9 @@ def test_ranking_unknown_items_and_bad_requests(runs) -> None:
     (alone,) = ranker.inputs(user, [items[0]])
     (as_number,) = ranker.inputs(user, [int(items[0]), items[0]])  # an id sent as a JSON number
     assert torch.equal(alone[0], ids[0]) and torch.equal(as_number[0], ids[0]) and torch.equal(as_number[1], ids[0])
-    gathered = ranker.catalogue.indices[ranker.catalogue.rows([*items, "never an item"])] + ranker.encode_user(user)
-    assert torch.equal(ranker.host_ids(user, [*items, "never an item"]), torch.from_numpy(gathered)), "one join = gather + add"
+    user_row = ranker.encode_user(user)
+    gathered = ranker.catalogue.indices[ranker.catalogue.rows([*items, "never an item"])] + user_row
+    assert np.array_equal(ranker.catalogue.ids([*items, "never an item"], user_row), gathered), "one native pass = gather + add"
     assert ranker.score(user, []).shape == (0,)
     field = ranker.request_fields[1][1].name
     with pytest.raises(UserError, match=f"user has no field '{field}'; expected all of"):
@@ -169,6 +170,8 @@ def test_ranking_unknown_items_and_bad_requests(runs) -> None:
         ranker.score({**user, field: {"a": 1}}, items)
     with pytest.raises(UserError, match=r"items\[1\]: a list; expected an item id"):
         ranker.score(user, [items[0], [items[1]]])
+    with pytest.raises(UserError, match=r"items\[70\]: a NoneType; expected an item id"):  # in the second chunk
+        ranker.score(user, [items[0]] * 70 + [None])
 
 
 def test_endpoint_ranks_rejects_bad_requests_and_keeps_serving(runs, tmp_path: Path) -> None:
