@@ -22,15 +22,25 @@ def _cp_dist(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(CP_DIST), *args], capture_output=True, text=True, timeout=600, check=False)
 
 
+def _settings(setup) -> list[str]:
+    return [*setup[1], "distributed.checkpoint_every_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def pamlm_run(setup, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """The uninterrupted PA-MLM run: the pretrain test's reference, the finetune test's starting point."""
+    out = tmp_path_factory.mktemp("pamlm") / "run"
+    return run("pamlm", setup[0] / "data", out, load_config("ml-1m", _settings(setup))), out
+
+
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
-def test_killed_run_resumes_and_matches(setup, tmp_path: Path, command: str) -> None:
-    base, settings = setup
-    settings = [*settings, "distributed.checkpoint_every_steps=2"]
-    config = load_config("ml-1m", settings)
-    stage, extra = ("pamlm", []) if command == "pretrain" else ("with_plm", ["--with-plm", "--pretrained", str(tmp_path / "pre")])
-    if extra:
-        run("pamlm", base / "data", tmp_path / "pre", config)
-    clean = run(stage, base / "data", tmp_path / "clean", config, start=tmp_path / "pre" if extra else None)
+def test_killed_run_resumes_and_matches(setup, pamlm_run, tmp_path: Path, command: str) -> None:
+    base, settings = setup[0], _settings(setup)
+    if command == "pretrain":
+        clean, extra = pamlm_run[0], []
+    else:
+        clean = run("with_plm", base / "data", tmp_path / "clean", load_config("ml-1m", settings), start=pamlm_run[1])
+        extra = ["--with-plm", "--pretrained", str(pamlm_run[1])]
     assert len(clean["history"][0]["step_losses"]) > 6, "the kill must come mid-epoch"
 
     argv = [command, *extra, "--data", str(base / "data"), "--out", str(tmp_path / "killed"), "--preset", "ml-1m",
