@@ -12,6 +12,7 @@ the block's CTR backbone alone on the same seeds. Importing this module imports 
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -116,12 +117,33 @@ def reproduce(name: str, data_dir: Path, out_dir: Path, config: Config, *, seeds
                        "long_tail_thresholds": payload["long_tail_thresholds"]})
     result = {"table": name, "title": table.title, "note": table.note, "data": str(data_dir), "seeds": list(seeds),
               "config": config.to_dict(), "blocks": blocks}
+    result = _with_earlier_blocks(result, results_dir / f"{name}.json", progress)
     results_dir.mkdir(parents=True, exist_ok=True)
     write_json(results_dir / f"{name}.json", result)
     with atomic_file(results_dir / f"{name}.md") as tmp:
         tmp.write_text(format_table(result))
     plot_table(result, results_dir / f"{name}.png")
     return result
+
+
+def _with_earlier_blocks(result: dict, path: Path, progress: Callable[[str], None]) -> dict:
+    """The result plus the blocks of the table already at `path` that this call did not run, where
+    that table comes from the same data, seeds and preset: a table grows block by block (Table 3 one
+    encoder depth at a time) instead of each call erasing the blocks the others measured. A block run
+    again replaces its earlier figures in place; new blocks follow the earlier ones."""
+    if not path.is_file():
+        return result
+    earlier = json.loads(path.read_text())
+    same = ("data", "seeds", "config")
+    if any(earlier.get(key) != result[key] for key in same):
+        progress(f"replacing {path}: its data, seeds or preset differ from this run's")
+        return result
+    fresh = {block["block"]: block for block in result["blocks"]}
+    kept = [block["block"] for block in earlier["blocks"] if block["block"] not in fresh]
+    merged = [fresh.pop(block["block"], block) for block in earlier["blocks"]] + list(fresh.values())
+    if kept:
+        progress(f"kept from {path}, not run again: {', '.join(label or '(the preset)' for label in kept)}")
+    return {**result, "blocks": merged}
 
 
 def _spread(values: list[float]) -> str:

@@ -37,6 +37,18 @@ def test_tables_write_their_files_and_share_runs(setup, tmp_path: Path) -> None:
     markdown = (results / "table6.md").read_text()
     assert "| preset | clickprompt |" in markdown and "user tail, item tail" in markdown and "value gap" in markdown
 
+    # A table grows: blocks that an earlier call measured (same data, seeds, preset) and this one did not run are kept.
+    earlier = json.loads((results / "table6.json").read_text())
+    deeper = {**earlier["blocks"][0], "block": "plm_layers=3", "settings": ["prompt.plm_layers=3"]}
+    (results / "table6.json").write_text(json.dumps({**earlier, "blocks": [deeper, *earlier["blocks"]]}))
+    said = []
+    again = reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results, progress=said.append)
+    assert [block["block"] for block in again["blocks"]] == ["plm_layers=3", ""] and "kept from" in said[-1]
+    assert "| plm_layers=3 | clickprompt |" in (results / "table6.md").read_text()
+    (results / "table6.json").write_text(json.dumps({**earlier, "seeds": [0, 1], "blocks": [deeper]}))
+    assert [b["block"] for b in reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results,
+                                          progress=lambda _: None)["blocks"]] == [""], "other seeds: replaced"
+
     stamp = (out / "seed0" / "clickprompt" / "metrics.json").stat().st_mtime_ns
     table5 = reproduce("table5", base / "data", out, config, seeds=[0], results_dir=results, progress=lambda _: None)
     rows = {row["variant"]: row for row in table5["blocks"][0]["rows"]}
