@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cp_dist.cli.train import config_from, training_options
 from cp_dist.ctr.backbones import BACKBONES
-from cp_dist.training.paper_tables import TABLE3_DEPTHS, TABLES
+from cp_dist.training.paper_tables import PER_BACKBONE, TABLE3_DEPTHS, TABLES
 from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
 
 
@@ -28,11 +28,11 @@ def _ctr_table(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from cp_dist.training.paper_tables import format_table, reproduce
+    from cp_dist.training.paper_tables import Scope, format_table, reproduce
 
     results = args.results or args.out
-    result = reproduce(args.table, args.data, args.out, config_from(args), seeds=args.seeds, results_dir=results,
-                       plm_layers=args.plm_layers)
+    scope = Scope(plm_layers=tuple(args.plm_layers), backbones=tuple(args.backbones))
+    result = reproduce(args.table, args.data, args.out, config_from(args), seeds=args.seeds, results_dir=results, scope=scope)
     print(format_table(result))
     print(f"wrote {results}/{args.table}.json, .md and .png")
 
@@ -60,7 +60,8 @@ def add_commands(commands) -> None:
         description="Runs the table's blocks (each a set of compare variants under some settings; the block with the "
         "preset's own settings in --out itself, the others in --out/<settings>), then writes TABLE.json, TABLE.md "
         "and TABLE.png (test AUC bars, std over seeds) into --results. Finished runs in --out are reused, so tables "
-        "sharing --out share runs and an interrupted table goes on. Tables: "
+        "sharing --out share runs and an interrupted table goes on. A table already in --results from the same data, "
+        "seeds and preset keeps the blocks this call does not run (--plm-layers, --backbones). Tables: "
         + "; ".join(f"{name}: {table.title}" for name, table in TABLES.items()),
     )
     p.add_argument("table", choices=list(TABLES), metavar="TABLE", help=f"one of: {', '.join(TABLES)}")
@@ -69,6 +70,8 @@ def add_commands(commands) -> None:
     p.add_argument("--plm-layers", nargs="+", type=int, default=list(TABLE3_DEPTHS), metavar="N",
                    help="table3: the encoder depths, each the PLM's first N layers (default: %(default)s); a with-PLM "
                    "run's cost grows with N")
+    p.add_argument("--backbones", nargs="+", choices=list(BACKBONES), default=list(PER_BACKBONE), metavar="NAME",
+                   help="table3, table4: the backbones (default: %(default)s)")
     training_options(p)
     p.set_defaults(handler=_reproduce, model=None)
 

@@ -25,6 +25,15 @@ from cp_dist.plots import new_figure, save_figure
 
 MAIN = ("ctr", "clickprompt-no-plm", "clickprompt")
 TABLE3_DEPTHS = (1, 3, 6)  # MiniLM's first 1, 3 and all 6 layers
+PER_BACKBONE = ("dcnv2", "autoint", "dnn")  # Tables 3 and 4's backbones, the paper's
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The part of a table to run: Table 3's encoder depths, Tables 3 and 4's backbones (subsets
+    where a whole table costs too much; the blocks left out keep their earlier figures)."""
+    plm_layers: tuple[int, ...] = TABLE3_DEPTHS
+    backbones: tuple[str, ...] = PER_BACKBONE
 
 
 @dataclass(frozen=True)
@@ -40,21 +49,21 @@ class Block:
 @dataclass(frozen=True)
 class PaperTable:
     title: str
-    blocks: Callable[[Config, Sequence[int]], list[Block]]  # of the preset's config and Table 3's encoder depths
+    blocks: Callable[[Config, Scope], list[Block]]  # of the preset's config
     note: str = ""
 
 
-def _table2(config: Config, plm_layers: Sequence[int]) -> list[Block]:
+def _table2(config: Config, scope: Scope) -> list[Block]:
     others = [Block((f"ctr.model={name}",), ("ctr",)) for name in BACKBONES if name != config.ctr.model]
     return [Block((), (*MAIN, "ctrl", "ctr-bert", "ptab", "p5")), *others]
 
 
-def _per_backbone(variants: tuple[str, ...], *, over_depths: bool = False) -> Callable[[Config, Sequence[int]], list[Block]]:
-    """Blocks for DCNv2, AutoInt and DNN (and, over_depths, each encoder depth asked for)."""
-    def blocks(config: Config, plm_layers: Sequence[int]) -> list[Block]:
+def _per_backbone(variants: tuple[str, ...], *, over_depths: bool = False) -> Callable[[Config, Scope], list[Block]]:
+    """Blocks for each backbone asked for (and, over_depths, each encoder depth asked for)."""
+    def blocks(config: Config, scope: Scope) -> list[Block]:
         chosen = []
-        for name in ("dcnv2", "autoint", "dnn"):
-            for count in plm_layers if over_depths else (None,):
+        for name in scope.backbones:
+            for count in scope.plm_layers if over_depths else (None,):
                 settings = (f"ctr.model={name}",) + (() if count is None else (f"prompt.plm_layers={count}",))
                 chosen.append(Block(_changed(config, settings), variants))
         return chosen
@@ -88,25 +97,24 @@ TABLES: dict[str, PaperTable] = {
     "table5": PaperTable(
         "Table 5: ClickPrompt without prompts (late fusion, the PLM's masked-LM pretraining kept), without PA-MLM, "
         "and without both",
-        lambda config, plm_layers: [Block((), ("ctr", "clickprompt", "ablation-no-prompts-mlm", "ablation-no-pamlm",
+        lambda config, scope: [Block((), ("ctr", "clickprompt", "ablation-no-prompts-mlm", "ablation-no-pamlm",
                                    "ablation-no-prompts"))],
         "w/o prompt: ablation-no-prompts-mlm (the PLM masked-LM trained on the row text without prompts, then the "
         "towers fused late); w/o pretrain: ablation-no-pamlm; w/o both: ablation-no-prompts."),
     "table6": PaperTable(
         "Table 6: test AUC by long-tail user x long-tail item, DCNv2 against ClickPrompt",
-        lambda config, plm_layers: [Block((), ("ctr", "clickprompt"))]),
+        lambda config, scope: [Block((), ("ctr", "clickprompt"))]),
 }
 
 
 def reproduce(name: str, data_dir: Path, out_dir: Path, config: Config, *, seeds: Sequence[int], results_dir: Path,
-              plm_layers: Sequence[int] = TABLE3_DEPTHS, progress: Callable[[str], None] = print) -> dict:
-    """Runs every block of table `name` and writes <name>.json / .md / .png to results_dir.
-    plm_layers: Table 3's encoder depths (a subset where the deeper encoders cost too much)."""
+              scope: Scope = Scope(), progress: Callable[[str], None] = print) -> dict:
+    """Runs the blocks of table `name` in `scope` and writes <name>.json / .md / .png to results_dir."""
     from cp_dist.training.comparison import run_comparison
 
     table = TABLES[name]
     blocks = []
-    for block in table.blocks(config, plm_layers):
+    for block in table.blocks(config, scope):
         label = block.label()
         progress(f"[{name}] block {label or '(the preset)'}: {', '.join(block.variants)}")
         block_config = with_overrides(config, list(block.settings))

@@ -7,22 +7,24 @@ from pathlib import Path
 
 from cp_dist.config import load_config
 from cp_dist.ctr.backbones import BACKBONES
-from cp_dist.training.paper_tables import TABLE3_DEPTHS, TABLES, reproduce
+from cp_dist.training.paper_tables import TABLES, Scope, reproduce
 
 
 def test_blocks_share_the_presets_runs() -> None:
     """Table 2 trains every other backbone in its own block; Table 3's block with the preset's backbone and
     layers has no settings, so it runs in --out itself, where `compare` and the other tables put theirs."""
     config = load_config("ml-100k")  # DCNv2, MiniLM's first layer
-    table2 = TABLES["table2"].blocks(config, TABLE3_DEPTHS)
+    table2 = TABLES["table2"].blocks(config, Scope())
     assert table2[0].settings == () and {"ctrl", "ctr-bert", "ptab", "p5", "clickprompt"} <= set(table2[0].variants)
     assert sorted(b.label() for b in table2[1:]) == sorted(f"model={b}" for b in BACKBONES if b != "dcnv2")
-    labels = [b.label() for b in TABLES["table3"].blocks(config, TABLE3_DEPTHS)]
+    labels = [b.label() for b in TABLES["table3"].blocks(config, Scope())]
     assert labels[:3] == ["", "plm_layers=3", "plm_layers=6"]
     assert labels[3:6] == ["model=autoint", "model=autoint,plm_layers=3", "model=autoint,plm_layers=6"]
-    shallow = [b.label() for b in TABLES["table3"].blocks(config, [1])]  # --plm-layers 1
+    shallow = [b.label() for b in TABLES["table3"].blocks(config, Scope(plm_layers=(1,)))]  # --plm-layers 1
     assert shallow == ["", "model=autoint", "model=dnn"], "the depth the preset has adds no setting"
-    assert [b.label() for b in TABLES["table4"].blocks(config, [1])] == shallow
+    assert [b.label() for b in TABLES["table4"].blocks(config, Scope(plm_layers=(1,)))] == shallow
+    some = Scope(plm_layers=(3,), backbones=("dcnv2", "autoint"))  # --plm-layers 3 --backbones dcnv2 autoint
+    assert [b.label() for b in TABLES["table3"].blocks(config, some)] == ["plm_layers=3", "model=autoint,plm_layers=3"]
 
 
 def test_tables_write_their_files_and_share_runs(setup, tmp_path: Path) -> None:
