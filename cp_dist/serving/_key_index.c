@@ -67,19 +67,30 @@ static int64_t find(const KeyIndex *self, const char *data, Py_ssize_t size) {
     return 0;
 }
 
+/* A string without UTF-8 bytes (a lone surrogate, which JSON can carry) is no key: size -1. */
+static const char *utf8_or_no_key(PyObject *text, Py_ssize_t *size) {
+    const char *data = PyUnicode_AsUTF8AndSize(text, size);
+    if (data == NULL && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+        PyErr_Clear();
+        *size = -1;
+        return "";
+    }
+    return data;
+}
+
 /* An item id's UTF-8 bytes: strings as they are, numbers by their string form (a new reference in
  * *held, for the caller to release). NULL with an exception set. */
 static const char *item_bytes(PyObject *item, Py_ssize_t position, Py_ssize_t *size, PyObject **held) {
     *held = NULL;
     if (PyUnicode_Check(item)) {
-        return PyUnicode_AsUTF8AndSize(item, size);
+        return utf8_or_no_key(item, size);
     }
     if (!PyLong_Check(item) && !PyFloat_Check(item)) {
         PyErr_Format(PyExc_TypeError, "items[%zd]: a %s", position, Py_TYPE(item)->tp_name);
         return NULL;
     }
     *held = PyObject_Str(item);
-    return *held == NULL ? NULL : PyUnicode_AsUTF8AndSize(*held, size);
+    return *held == NULL ? NULL : utf8_or_no_key(*held, size);
 }
 
 /* rows[i] = the row of items[i] (0: not held), for up to CHUNK items. Each pass starts the memory

@@ -49,6 +49,7 @@ def test_every_key_is_found_and_unknown_keys_are_not() -> None:
 def test_numbers_stand_for_their_string_form() -> None:
     index = KeyIndex(["242", "12.5", "True", "x"])
     assert _rows(index, [242, 12.5, True, "242", 243, 242.0]).tolist() == [1, 2, 3, 1, 0, 0]
+    assert _rows(index, ["\ud800", "x"]).tolist() == [0, 4], "a lone surrogate (JSON can send one) is no key"
     with pytest.raises(TypeError, match=r"items\[2\]: a list"):
         _rows(index, ["x", 1, ["x"]])
     with pytest.raises(TypeError, match=r"items\[0\]: a NoneType"):
