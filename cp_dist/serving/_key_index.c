@@ -246,17 +246,17 @@ static PyObject *KeyIndex_rows(KeyIndex *self, PyObject *args) {
     if (!built(self) || !PyArg_ParseTuple(args, "OO", &items_arg, &out_arg)) {
         return NULL;
     }
-    PyObject *items = PySequence_Fast(items_arg, "items: expected a list of item ids");
+    PyObject *items = PySequence_Tuple(items_arg);  /* a copy: an id's __str__ cannot change it under us */
     if (items == NULL) {
         return NULL;
     }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    Py_ssize_t count = PyTuple_GET_SIZE(items);
     if (int64_buffer(out_arg, &out, count, 1, "out") < 0) {
         Py_DECREF(items);
         return NULL;
     }
     int64_t *rows = out.buf;
-    PyObject **item = PySequence_Fast_ITEMS(items);
+    PyObject **item = &PyTuple_GET_ITEM(items, 0);
     int failed = 0;
     for (Py_ssize_t first = 0; first < count && !failed; first += CHUNK) {
         Py_ssize_t chunk = count - first < CHUNK ? count - first : CHUNK;
@@ -287,12 +287,18 @@ static PyObject *KeyIndex_add_rows(KeyIndex *self, PyObject *args) {
         PyBuffer_Release(&table);
         return NULL;
     }
-    PyObject *items = PySequence_Fast(items_arg, "items: expected a list of item ids");
+    PyObject *items = PySequence_Tuple(items_arg);  /* a copy: an id's __str__ cannot change it under us */
     if (items == NULL) {
         PyBuffer_Release(&table);
         return NULL;
     }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    Py_ssize_t count = PyTuple_GET_SIZE(items);
+    if (count > 0 && width > PY_SSIZE_T_MAX / 8 / count) {
+        PyErr_Format(PyExc_ValueError, "out: %zd x %zd int64 values overflow", count, width);
+        Py_DECREF(items);
+        PyBuffer_Release(&table);
+        return NULL;
+    }
     int failed = int64_buffer(base_arg, &base, width, 0, "base") < 0;
     if (!failed && int64_buffer(out_arg, &out, count * width, 1, "out") < 0) {
         PyBuffer_Release(&base);
@@ -305,7 +311,7 @@ static PyObject *KeyIndex_add_rows(KeyIndex *self, PyObject *args) {
     }
     const int64_t *source = table.buf, *request = base.buf;
     int64_t *ids = out.buf;
-    PyObject **item = PySequence_Fast_ITEMS(items);
+    PyObject **item = &PyTuple_GET_ITEM(items, 0);
     int64_t rows[CHUNK];
     for (Py_ssize_t first = 0; first < count && !failed; first += CHUNK) {
         Py_ssize_t chunk = count - first < CHUNK ? count - first : CHUNK;
