@@ -98,3 +98,28 @@ def test_numbers_converted_per_request_are_released() -> None:
         tracemalloc.stop()
     assert grown < 10_000, f"{grown} bytes kept after 200,000 number lookups"
     assert rows.tolist() == list(range(501, 1001)) + [0] * 500
+
+
+def test_keys_sharing_a_tag_and_a_home_slot_are_told_apart_by_their_bytes() -> None:
+    """k169319 and k274730 hash to the same 32-bit tag and, in the 8-slot table of two keys, the same
+    home slot (found by searching with the C file's hash): the lookup must go on along the chain."""
+    first, second = "k169319", "k274730"
+    for keys in ([first, second], [second, first], [first], [second]):
+        expected = {key: row for row, key in enumerate(keys, start=1)}
+        items = [first, second, "zz"] * 30  # more than one chunk
+        assert _rows(KeyIndex(keys), items).tolist() == [expected.get(item, 0) for item in items], keys
+
+
+def test_an_id_whose_str_changes_the_request_cannot_pull_it_away() -> None:
+    items: list = []
+
+    class Rewriting(float):
+        def __str__(self) -> str:
+            items.clear()
+            items.extend([None] * 1000)
+            return "1.0"
+
+    items.extend([*(f"k{i}" for i in range(10)), Rewriting(1.0), *(f"k{i}" for i in range(100))])
+    looked_up = list(items)
+    rows = _rows(KeyIndex([f"k{i}" for i in range(1000)] + ["1.0"]), items)
+    assert rows.tolist() == [int(key[1:]) + 1 if isinstance(key, str) else 1001 for key in looked_up]
