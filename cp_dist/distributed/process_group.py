@@ -115,12 +115,23 @@ def _entry(rank: int, world_size: int, placement: Placement, port: int, fn: Call
         fn(info, *args)
 
 
+#: What every rank imports: a CPU rank forked from a server that imported them once starts in a
+#: fraction of a second, where a spawned one spends seconds importing torch, TorchRec and the stages.
+RANK_MODULES = ("cp_dist.training.runner",)
+
+
 def launch(fn: Callable[..., None], distributed: DistributedConfig, *args) -> None:
-    """Runs fn(RankInfo, *args) on distributed.nproc ranks: in this process for 1, spawned processes otherwise."""
+    """Runs fn(RankInfo, *args) on distributed.nproc ranks: in this process for 1; otherwise CPU ranks
+    fork from this process's fork server (started by the first launch, RANK_MODULES and fn's module
+    imported), and ranks that use a GPU are spawned: importing fbgemm-gpu asks the CUDA runtime for
+    devices, and a process forked after that cannot use CUDA."""
     placement = resolve_placement(distributed)
     port = free_loopback_port()
     if distributed.nproc == 1:
         _entry(0, 1, placement, port, fn, args)
-    else:
-        mp.start_processes(_entry, args=(distributed.nproc, placement, port, fn, args), nprocs=distributed.nproc,
-                           start_method="spawn")
+        return
+    start_method = "forkserver" if placement.device_type == placement.table_device_type == "cpu" else "spawn"
+    if start_method == "forkserver":
+        mp.get_context(start_method).set_forkserver_preload([*RANK_MODULES, fn.__module__])
+    mp.start_processes(_entry, args=(distributed.nproc, placement, port, fn, args), nprocs=distributed.nproc,
+                       start_method=start_method)
