@@ -217,18 +217,26 @@ def format_table(result: dict) -> str:
 
 
 def plot_table(result: dict, path: Path) -> None:
-    """Bars of test AUC (mean, std over seeds as error bars), one per row."""
-    names, means, stds = [], [], []
-    for block in result["blocks"]:
-        for row in block["rows"]:
-            names.append(f"{block['block']}/{row['variant']}" if block["block"] else row["variant"])
-            means.append(row["test_auc_mean"])
-            stds.append(row["test_auc_std"])
-    figure, axis = new_figure(width=max(6.0, 0.5 * len(names) + 2), height=5)
-    axis.bar(range(len(names)), means, yerr=stds, capsize=3, color="tab:blue")
-    axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    low = min(m - s for m, s in zip(means, stds))
-    axis.set_ylim(max(0.0, low - 0.01), max(m + s for m, s in zip(means, stds)) + 0.005)
+    """Test AUC (mean, std over seeds as error bars): a group of bars per block, a colour per variant."""
+    blocks = result["blocks"]
+    variants = list(dict.fromkeys(row["variant"] for block in blocks for row in block["rows"]))
+    figure, axis = new_figure(width=max(6.0, 0.3 * sum(len(block["rows"]) for block in blocks) + 0.4 * len(blocks) + 3),
+                              height=5)
+    tops, bottoms, labelled = [], [], set()
+    for b, block in enumerate(blocks):
+        rows = block["rows"]
+        bar = min(0.3, 0.8 / len(rows))
+        for i, row in enumerate(rows):
+            mean, std = row["test_auc_mean"], row["test_auc_std"]
+            colour = f"C{variants.index(row['variant']) % 10}"
+            label = None if row["variant"] in labelled else row["variant"]
+            labelled.add(row["variant"])
+            axis.bar(b + (i - (len(rows) - 1) / 2) * bar, mean, bar, yerr=std, capsize=2, color=colour, label=label)
+            tops.append(mean + std)
+            bottoms.append(mean - std)
+    axis.set_xticks(range(len(blocks)), [block["block"] or "preset" for block in blocks], rotation=30, ha="right", fontsize=8)
+    axis.set_ylim(max(0.0, min(bottoms) - 0.01), max(tops) + 0.005)
     axis.set_ylabel("test AUC")
     axis.set_title(result["title"], fontsize=9)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     save_figure(figure, path)
