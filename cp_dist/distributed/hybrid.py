@@ -176,7 +176,9 @@ def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, settings: Sta
     # On CPU, DeepSpeed's comm backend JIT-compiles a shared-memory all-reduce that only tensor-parallel
     # inference calls: 40-80 s of C++ on a fresh 2-core machine before the first step. Training's
     # collectives are torch.distributed's either way. (deepspeed.ops keeps this dict for edits.)
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
     deepspeed.init_distributed(dist_backend=rank.backend, auto_mpi_discovery=False)
     tables, prefix = split_tables(model)
     fuse_table_optimizer(tables, settings)

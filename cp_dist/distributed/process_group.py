@@ -1,4 +1,4 @@
-"""Process groups on one machine: spawn N ranks that talk over loopback only, gloo or NCCL."""
+"""Process groups on one machine: start N ranks that talk over loopback only, gloo or NCCL."""
 
 from __future__ import annotations
 
@@ -108,7 +108,11 @@ def quiet_library_noise() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _entry(rank: int, world_size: int, placement: Placement, port: int, fn: Callable, args: tuple) -> None:
+def _entry(rank: int, world_size: int, placement: Placement, port: int, fn: Callable, args: tuple,
+           environment: dict[str, str] | None = None) -> None:
+    if environment is not None:  # the launching process's, not the fork server's (fixed when it started)
+        os.environ.clear()
+        os.environ.update(environment)
     quiet_library_noise()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     with process_group(rank, world_size, placement, port) as info:
@@ -117,21 +121,23 @@ def _entry(rank: int, world_size: int, placement: Placement, port: int, fn: Call
 
 #: What every rank imports: a CPU rank forked from a server that imported them once starts in a
 #: fraction of a second, where a spawned one spends seconds importing torch, TorchRec and the stages.
+#: Importing them must run no parallel torch work: an OpenMP pool in the server would not survive the fork.
 RANK_MODULES = ("cp_dist.training.runner",)
 
 
 def launch(fn: Callable[..., None], distributed: DistributedConfig, *args) -> None:
-    """Runs fn(RankInfo, *args) on distributed.nproc ranks: in this process for 1; otherwise CPU ranks
-    fork from this process's fork server (started by the first launch, RANK_MODULES and fn's module
-    imported), and ranks that use a GPU are spawned: importing fbgemm-gpu asks the CUDA runtime for
+    """Runs fn(RankInfo, *args) on distributed.nproc ranks: in this process for 1; otherwise, on a
+    machine without CUDA, ranks fork from this process's fork server (its imports fixed by the first
+    launch: RANK_MODULES and that fn's module; each rank takes this process's environment as it is
+    now), and they are spawned where there is CUDA: importing fbgemm-gpu asks the CUDA runtime for
     devices, and a process forked after that cannot use CUDA."""
     placement = resolve_placement(distributed)
     port = free_loopback_port()
     if distributed.nproc == 1:
         _entry(0, 1, placement, port, fn, args)
         return
-    start_method = "forkserver" if placement.device_type == placement.table_device_type == "cpu" else "spawn"
+    start_method = "spawn" if torch.cuda.is_available() else "forkserver"
     if start_method == "forkserver":
         mp.get_context(start_method).set_forkserver_preload([*RANK_MODULES, fn.__module__])
-    mp.start_processes(_entry, args=(distributed.nproc, placement, port, fn, args), nprocs=distributed.nproc,
-                       start_method=start_method)
+    mp.start_processes(_entry, args=(distributed.nproc, placement, port, fn, args, dict(os.environ)),
+                       nprocs=distributed.nproc, start_method=start_method)

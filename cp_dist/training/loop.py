@@ -1,6 +1,6 @@
 """The one training loop: epochs of steps, evaluation, the selected checkpoint, early stopping,
 resume points, and the result. Every stage runs through it, on either engine, in one process, in
-spawned local ranks or in Ray Train's workers.
+local ranks (cp_dist.distributed.process_group.launch) or in Ray Train's workers.
 
 Resume points hold everything a restart needs (the engine's weights and optimizer states, the data
 position, each rank's RNG state), so a killed run, run again, ends with the step losses of an

@@ -39,7 +39,7 @@ def check_job(job: StageJob) -> None:
 
 
 def train(job: StageJob) -> dict:
-    """Runs the stage on config.distributed.nproc local ranks (in this process for one, spawned on
+    """Runs the stage on config.distributed.nproc local ranks (in this process for one, started on
     loopback otherwise) and returns its metrics. A finished run returns its metrics as they are; an
     unfinished one (killed, say) resumes from its last resume point in RUN/resume/, which is removed
     once the run finishes. Either way only with the settings the run was started with."""

@@ -113,8 +113,9 @@ def test_text_must_match_the_language_model(setup, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("stage", ["pamlm", "with_plm"])
 def test_compile_applies_to_the_language_side_of_each_plm_stage(setup, stage: str) -> None:
-    """train.compile wraps the prompted encoder and the prompt generator. That compiled steps keep the
-    eager numbers is test_hybrid's compiled case (one cold inductor compile per suite is enough)."""
+    """train.compile wraps the prompted encoder and the prompt generator. That compiled PA-MLM steps
+    keep the eager numbers is test_hybrid's compiled ZeRO-2 case; finetuning runs the same compiled
+    modules, and is not compared again, to keep one cold inductor compile per suite."""
     base, settings = setup
     config = load_config("ml-1m", [*settings, "train.compile=true"])
     cpu = torch.device("cpu")
