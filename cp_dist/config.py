@@ -81,6 +81,9 @@ class TrainConfig(StageConfig):
     init: str = choice("xavier", ("xavier", "torch"))
     seed: int = 0
     eval_batch_size: int = 8192
+    # logs (where tqdm's bar, terminals only, shows nothing): a line with the epoch's step, the loss and
+    # the time left, at most this often (0: only the epochs' lines)
+    log_every_seconds: float = 60.0
     # the rows are cut into this many equal ranges, and every global batch (training and evaluation)
     # draws evenly from them; rank r decodes only the ranges its slice draws from: about 1/W of the
     # rows when the world size W divides it. 1: every rank decodes every row (the batches cp_dist's

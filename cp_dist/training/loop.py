@@ -123,6 +123,8 @@ def run_stage(rank: RankInfo, job: StageJob, store: ResumeStore) -> None:
         model.train()
         batches = tqdm(train, desc=f"{stage.name} epoch {progress.epoch}", initial=progress.batch_in_epoch,
                        total=len(train), leave=False, disable=None if rank.is_main else True)
+        heartbeat = _Heartbeat(f"{stage.name} epoch {progress.epoch}", progress.batch_in_epoch, len(train),
+                               job.config.train.log_every_seconds if rank.is_main and batches.disable else 0.0)
         for batch in batches:
             if settings.max_steps is not None and progress.global_step >= settings.max_steps:
                 break
@@ -130,6 +132,7 @@ def run_stage(rank: RankInfo, job: StageJob, store: ResumeStore) -> None:
                 _rehearse_failure(run, progress.global_step)
             pending.append(train_step(stage, model, batch, progress.global_step))
             progress.batch_in_epoch += 1
+            heartbeat.step(progress.batch_in_epoch, pending[-1])
             progress.global_step += 1
             last_step = progress.batch_in_epoch == len(train) or progress.global_step == settings.max_steps
             if settings.eval_every_steps and progress.global_step % settings.eval_every_steps == 0 and not last_step \
@@ -205,6 +208,34 @@ def _epoch_line(stage: Stage, summary: dict) -> str:
     if "valid" in summary:
         line += f"; valid: {_metrics_text(summary['valid'])}"
     return line
+
+
+class _Heartbeat:
+    """Progress lines within an epoch for logs, where tqdm's bar shows nothing: a with-PLM epoch on a
+    CPU runs for an hour. Main rank only, from its own losses: no collective, so ranks never wait on it."""
+
+    def __init__(self, what: str, first_batch: int, batches: int, every_seconds: float):
+        self.what, self.batches, self.every = what, batches, every_seconds
+        self.first_batch, self.started = first_batch, time.perf_counter()
+        self.last, self.losses = self.started, []
+
+    def step(self, batch: int, loss: torch.Tensor) -> None:
+        if self.every <= 0:
+            return
+        self.losses.append(loss.detach())
+        now = time.perf_counter()
+        if now - self.last < self.every or batch == self.batches:  # the epoch's own line follows the last batch
+            return
+        per_batch = (now - self.started) / (batch - self.first_batch)
+        mean_loss = torch.stack(self.losses).float().mean().item()
+        print(f"{self.what}: step {batch}/{self.batches}, loss {mean_loss:.4f} (rank 0, since the last line), "
+              f"{_minutes(now - self.started)} so far, about {_minutes(per_batch * (self.batches - batch))} left",
+              flush=True)
+        self.last, self.losses = now, []
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _say(rank: RankInfo, message: str) -> None:
