@@ -36,6 +36,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     return base, settings
 
 
+@pytest.fixture(scope="package")
+def planted(setup, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """Synthetic ML-1M rows (10,000 ratings; 758 test rows) tokenized for the tiny random BERT: the
+    planted-signal tests of the baselines."""
+    base, _ = setup
+    data = tmp_path_factory.mktemp("planted")
+    truth = synth("ml-1m", 10_000, data / "raw", seed=1)
+    prepare("ml-1m", data / "raw", data / "data")
+    tokenize_splits(data / "data", str(base / "tiny-bert"), max_length=48)
+    return data / "data", truth["oracle_auc"]
+
+
 def run(stage: str, data: Path, out: Path, config: Config, start: Path | None = None) -> dict:
     """Trains a stage into run directory `out` (from the run directory `start`'s checkpoint) and returns its metrics."""
     return train(StageJob(stage, data, out, config, init_from=RunDir(start).checkpoint if start else None))

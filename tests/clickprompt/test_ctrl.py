@@ -1,10 +1,12 @@
 """CTRL, the contrastive baseline: gradients, alignment beyond chance, the CTR model it leaves
-finetuned and served as the plain backbone, and its checkpoint rebuilt alone."""
+finetuned and served as the plain backbone, learning the planted signal, and its checkpoints
+rebuilt alone."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -14,8 +16,11 @@ from cp_dist.config import load_config
 from cp_dist.ctr.model import build_ctr_model
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
+from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.tables import initialize_tables
 from cp_dist.models import ARCHITECTURES
+from cp_dist.training.evaluate import evaluate_run
+from cp_dist.training.stages import STAGES
 from tests.clickprompt.conftest import run
 
 
@@ -72,3 +77,24 @@ def test_two_ranks_train_as_one_process(setup, tmp_path: Path) -> None:
         config = load_config("ml-1m", [*settings, "ctrl.max_steps=5", f"distributed.nproc={nproc}"])
         losses[nproc] = run("ctrl", base / "data", tmp_path / f"ranks{nproc}", config)["history"][0]["step_losses"]
     torch.testing.assert_close(torch.tensor(losses[2]), torch.tensor(losses[1]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_learns_the_planted_signal_and_rebuilds_from_its_checkpoints(setup, planted, tmp_path: Path) -> None:
+    """The rule the backbones and the other baselines pass: the served model, CTRL's CTR model
+    finetuned alone, reaches at least 40% of the oracle's lift over chance (0.643 on these 758 test
+    rows, chance's std 0.022). Both checkpoints rebuild alone in one process: the pretraining's
+    gives the same retrieval diagnostic on the valid rows, the served one the same test AUC."""
+    _, settings = setup
+    data, oracle = planted
+    config = load_config("ml-1m", [*settings, "train.epochs=4", "train.patience=4", "train.global_batch_size=512"])
+    pretrained = run("ctrl", data, tmp_path / "ctrl", config)
+    meta = DatasetMeta.load(data)
+    model, _ = rebuild(tmp_path / "ctrl" / "checkpoint", meta.fields)
+    stage = STAGES["ctrl"](config, meta, RankInfo(0, 1, torch.device("cpu"), "gloo", torch.device("cpu")))
+    assert stage.validate(model.eval(), data) == pytest.approx(pretrained["valid"], abs=1e-5)
+
+    metrics = run("without_plm", data, tmp_path / "ft", config, start=tmp_path / "ctrl")
+    print(f"ctrl: test AUC {metrics['test']['auc']:.4f}, oracle {oracle:.4f}")
+    assert metrics["test"]["auc"] > 0.5 + 0.4 * (oracle - 0.5), (metrics["test"], oracle)
+    assert evaluate_run(tmp_path / "ft", data, "test")["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)

@@ -15,8 +15,6 @@ from cp_dist.baselines.p5 import append_question
 from cp_dist.checkpoint import load_run, read_index, rebuild
 from cp_dist.config import load_config
 from cp_dist.data.meta import DatasetMeta
-from cp_dist.data.prepare import prepare
-from cp_dist.data.synth import synth
 from cp_dist.data.tokens import tokenize_splits
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.errors import UserError
@@ -89,17 +87,6 @@ def test_p5_asks_the_question_before_the_closing_token() -> None:
     assert asked.tolist() == [[101, 7, 8, 9, 50, 51, 103, 102], [101, 5, 50, 51, 103, 102, 0, 0]]
     assert asked_mask.tolist() == [[1] * 8, [1] * 6 + [0] * 2]
     assert answer_at.tolist() == [6, 4] and (asked[torch.arange(2), answer_at] == 103).all()
-
-
-@pytest.fixture(scope="module")
-def planted(setup, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
-    """Synthetic ML-1M rows (10,000 ratings; 758 test rows) tokenized for the tiny random BERT."""
-    base, _ = setup
-    data = tmp_path_factory.mktemp("planted")
-    truth = synth("ml-1m", 10_000, data / "raw", seed=1)
-    prepare("ml-1m", data / "raw", data / "data")
-    tokenize_splits(data / "data", str(base / "tiny-bert"), max_length=48)
-    return data / "data", truth["oracle_auc"]
 
 
 @pytest.mark.slow
