@@ -95,6 +95,14 @@ def total_steps(settings: StageConfig, batches_per_epoch: int) -> int:
     return min(settings.epochs * batches_per_epoch, settings.max_steps if settings.max_steps is not None else 1 << 62)
 
 
+def epoch_length(settings: StageConfig, progress: Progress, batches: int) -> int:
+    """The batches this epoch runs: all of them, or fewer where max_steps ends the run within it
+    (PA-MLM's 100 steps of a 512-batch epoch), so progress shows the run's real end."""
+    if settings.max_steps is None:
+        return batches
+    return min(batches, progress.batch_in_epoch + max(0, settings.max_steps - progress.global_step))
+
+
 def run_stage(rank: RankInfo, job: StageJob, store: ResumeStore) -> None:
     """Trains the stage to its end, resuming from the store's latest resume point when there is one;
     writes RUN/checkpoint and RUN/metrics.json."""
@@ -121,9 +129,10 @@ def run_stage(rank: RankInfo, job: StageJob, store: ResumeStore) -> None:
     while not progress.done:
         train.set_epoch(progress.epoch, skip=progress.batch_in_epoch)
         model.train()
+        length = epoch_length(settings, progress, len(train))
         batches = tqdm(train, desc=f"{stage.name} epoch {progress.epoch}", initial=progress.batch_in_epoch,
-                       total=len(train), leave=False, disable=None if rank.is_main else True)
-        heartbeat = _Heartbeat(f"{stage.name} epoch {progress.epoch}", progress.batch_in_epoch, len(train),
+                       total=length, leave=False, disable=None if rank.is_main else True)
+        heartbeat = _Heartbeat(f"{stage.name} epoch {progress.epoch}", progress.batch_in_epoch, length,
                                job.config.train.log_every_seconds if rank.is_main and batches.disable else 0.0)
         for batch in batches:
             if settings.max_steps is not None and progress.global_step >= settings.max_steps:

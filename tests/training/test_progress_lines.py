@@ -18,11 +18,16 @@ LINE = re.compile(r"^ctr epoch (\d): step (\d+)/(\d+), loss \d+\.\d{4} \(rank 0,
                   r"\d+ (s|min) so far, about \d+ (s|min) left$", re.MULTILINE)
 
 
-@pytest.mark.parametrize("every", [1e-9, 0.0])
-def test_progress_lines_in_logs(every: float, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("every", "max_steps"), [(1e-9, None), (1e-9, 9), (0.0, None)],
+                         ids=["every batch", "max_steps within the second epoch", "none"])
+def test_progress_lines_in_logs(every: float, max_steps: int | None, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """With max_steps ending the run within an epoch, that epoch's lines count to where it ends."""
     synth("ml-1m", 3000, tmp_path / "raw")
     prepare("ml-1m", tmp_path / "raw", tmp_path / "data")
     settings = ["train.epochs=2", "train.patience=5", "train.global_batch_size=256", f"train.log_every_seconds={every}"]
+    if max_steps is not None:
+        settings.insert(0, f"train.max_steps={max_steps}")
     config = load_config("ml-100k", settings)
     metrics = train(StageJob("ctr", tmp_path / "data", tmp_path / "run", config))
     lines = [m.groups()[:3] for m in LINE.finditer(capsys.readouterr().out)]
@@ -30,7 +35,7 @@ def test_progress_lines_in_logs(every: float, tmp_path: Path, capsys: pytest.Cap
         assert lines == []
         return
     steps = [h["steps"] for h in metrics["history"]]
-    assert len(steps) == 2
+    assert len(steps) == 2 and (max_steps is None or (sum(steps) == max_steps and steps[1] < steps[0]))
     # every batch but each epoch's last, which its epoch line reports
     assert lines == [(str(e), str(b), str(n)) for e, n in enumerate(steps) for b in range(1, n)]
     quiet = load_config("ml-100k", [*settings[:-1], "train.log_every_seconds=0"])
