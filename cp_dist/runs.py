@@ -82,15 +82,13 @@ class RunDir:
         was started with, but for the dotted keys in `resumable`. Otherwise a rerun would silently
         continue (or return) a different run."""
         path = self.path / SETTINGS_FILE
-        now = {k: v for k, v in _flat(settings).items() if k not in resumable}
         if not path.is_file():
             write_json(path, settings)
             return
-        then = {k: v for k, v in _flat(json.loads(path.read_text())).items() if k not in resumable}
-        # settings that cp_dist gained after the run started (a new config section): it cannot depend on them
-        now = {k: v for k, v in now.items() if k in then}
-        if then != now:
-            key = next(k for k in sorted(now | then) if now.get(k) != then.get(k))
+        then = json.loads(path.read_text())
+        key = first_difference(then, settings, resumable)
+        if key is not None:
+            then, now = _flat(then), _flat(settings)
             raise UserError(f"{self.path}: holds a run started with other settings ({key}: {then.get(key)!r} "
                             f"then, {now.get(key)!r} now); resume it as it was, pass --overwrite, or pick another "
                             "output directory")
@@ -103,6 +101,15 @@ class RunDir:
             (self.path / name).unlink(missing_ok=True)
         for marker in self.path.glob(f"{FAILURE_MARKER}*"):
             marker.unlink()
+
+
+def first_difference(then: dict, now: dict, ignored: Sequence[str] = ()) -> str | None:
+    """The first dotted key whose value differs between settings recorded `then` and `now`, or None.
+    Keys in `ignored` (settings that do not change a result) and keys that `now` has but `then` lacks
+    (settings cp_dist gained later: what was recorded cannot depend on them) do not count."""
+    before = {k: v for k, v in _flat(then).items() if k not in ignored}
+    after = {k: v for k, v in _flat(now).items() if k not in ignored and k in before}
+    return next((k for k in sorted(before | after) if before.get(k) != after.get(k)), None)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

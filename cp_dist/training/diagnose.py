@@ -9,6 +9,7 @@ import torch
 
 from cp_dist.checkpoint import rebuild
 from cp_dist.clickprompt.diagnostics import diagnostic_sample, mlm_diagnostics, tower_diagnostics, tower_logits
+from cp_dist.config import Config, eval_batch_size
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.errors import UserError
@@ -30,7 +31,8 @@ def diagnose_run(run_dir: Path, data_dir: Path, rows: int = 512) -> dict:
     cpu = torch.device("cpu")
     if index["scores_clicks"]:
         # the run's evaluation batches: shuffled prompts come from other rows of the same batch
-        test = SplitLoader(data_dir, "test", global_batch_size=index["config"]["train"]["eval_batch_size"], text=True)
+        size = eval_batch_size(Config.from_dict(index["config"], f"{run_dir} checkpoint"), reads_text=True)
+        test = SplitLoader(data_dir, "test", global_batch_size=size, text=True)
         own, shuffled = (predict(lambda b, source=source: tower_logits(model, b, source), test) for source in ("own", "shuffled"))
         split, figures = "test", tower_diagnostics(split_labels(data_dir, "test"), own, shuffled)
     else:

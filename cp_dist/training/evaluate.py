@@ -13,7 +13,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
-from cp_dist.checkpoint import load_run
+from cp_dist.checkpoint import load_run, read_index
+from cp_dist.config import Config, eval_batch_size
 from cp_dist.data.loader import Batch, SplitLoader
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.runs import RunDir
@@ -62,8 +63,10 @@ def split_labels(data_dir: Path, split: str) -> np.ndarray:
     return DatasetMeta.load(data_dir).read_split(data_dir, split, columns=["label"])["label"].to_numpy()
 
 
-def evaluate_run(run_dir: Path, data_dir: Path, split: str, batch_size: int = 4096) -> dict[str, float]:
-    """AUC and LogLoss of a finished run's model on a split, rebuilt from its checkpoint in one process."""
-    meta = DatasetMeta.load(data_dir)
-    _, score, reads_text = load_run(RunDir(run_dir).checkpoint, meta.fields)
-    return evaluate(score, SplitLoader(data_dir, split, global_batch_size=batch_size, text=reads_text), torch.device("cpu"))
+def evaluate_run(run_dir: Path, data_dir: Path, split: str) -> dict[str, float]:
+    """AUC and LogLoss of a finished run's model on a split, rebuilt from its checkpoint in one process,
+    in the run's own evaluation batches."""
+    meta, checkpoint = DatasetMeta.load(data_dir), RunDir(run_dir).checkpoint
+    _, score, reads_text = load_run(checkpoint, meta.fields)
+    size = eval_batch_size(Config.from_dict(read_index(checkpoint)["config"], f"{checkpoint} index"), reads_text)
+    return evaluate(score, SplitLoader(data_dir, split, global_batch_size=size, text=reads_text), torch.device("cpu"))

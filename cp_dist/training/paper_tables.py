@@ -22,6 +22,8 @@ from cp_dist.config import Config, with_overrides
 from cp_dist.ctr.backbones import BACKBONES
 from cp_dist.io import atomic_file, write_json
 from cp_dist.plots import new_figure, save_figure
+from cp_dist.runs import first_difference
+from cp_dist.training.runner import RESUMABLE_CHANGES
 
 MAIN = ("ctr", "clickprompt-no-plm", "clickprompt")
 TABLE3_DEPTHS = (1, 3, 6)  # MiniLM's first 1, 3 and all 6 layers
@@ -143,7 +145,8 @@ def _with_earlier_blocks(result: dict, path: Path, progress: Callable[[str], Non
         return result
     earlier = json.loads(path.read_text())
     same = ("data", "seeds", "config")
-    if any(earlier.get(key) != result[key] for key in same):
+    # as a run resumes: settings that do not change results, or that cp_dist gained later, do not count
+    if first_difference({key: earlier.get(key) for key in same}, {key: result[key] for key in same}, RESUMABLE_CHANGES):
         progress(f"replacing {path}: its data, seeds or preset differ from this run's")
         return result
     fresh = {block["block"]: block for block in result["blocks"]}

@@ -16,7 +16,7 @@ from cp_dist.training.stages import STAGES
 #: Settings a run may change when it is resumed (fail_at_step: fail_at_steps' name in runs started
 #: before it took several steps).
 RESUMABLE_CHANGES = ("config.distributed.max_failures", "config.train.compile", "config.train.log_every_seconds",
-                     "fail_at_steps", "fail_at_step")
+                     "config.prompt.eval_batch_size", "fail_at_steps", "fail_at_step")
 
 
 def check_job(job: StageJob) -> None:

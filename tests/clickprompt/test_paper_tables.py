@@ -47,6 +47,13 @@ def test_tables_write_their_files_and_share_runs(setup, tmp_path: Path) -> None:
     again = reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results, progress=said.append)
     assert [block["block"] for block in again["blocks"]] == ["plm_layers=3", ""] and "kept from" in said[-1]
     assert "| plm_layers=3 | clickprompt |" in (results / "table6.md").read_text()
+    # as a run resumes: a table written before cp_dist gained a setting, or with another evaluation batch, is kept
+    older = json.loads(json.dumps({**earlier, "blocks": [deeper, *earlier["blocks"]]}))
+    del older["config"]["train"]["log_every_seconds"]
+    older["config"]["prompt"]["eval_batch_size"] = 512
+    (results / "table6.json").write_text(json.dumps(older))
+    assert [b["block"] for b in reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results,
+                                          progress=lambda _: None)["blocks"]] == ["plm_layers=3", ""]
     (results / "table6.json").write_text(json.dumps({**earlier, "seeds": [0, 1], "blocks": [deeper]}))
     assert [b["block"] for b in reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results,
                                           progress=lambda _: None)["blocks"]] == [""], "other seeds: replaced"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cp_dist.config import Config, StageConfig
+from cp_dist.config import Config, StageConfig, eval_batch_size
 from cp_dist.ctr.backbones import BACKBONES
 from cp_dist.data.loader import Batch, BatchSource, SplitLoader
 from cp_dist.data.meta import DatasetMeta
@@ -63,7 +63,8 @@ class Stage:
                             f"distributed.nproc {nproc} (each rank takes an equal slice)")
         shards = config.train.logical_shards
         for name, size in ((f"{cls.section}.global_batch_size", settings.global_batch_size),
-                           ("train.eval_batch_size", config.train.eval_batch_size)):
+                           ("train.eval_batch_size", config.train.eval_batch_size),
+                           ("prompt.eval_batch_size", eval_batch_size(config, cls.reads_text))):
             if shards < 1 or size % shards:
                 raise UserError(f"{name} {size} is not divisible by train.logical_shards {shards} "
                                 "(each global batch draws equally from every logical shard)")
@@ -127,8 +128,8 @@ class Stage:
 
     def batches(self, data_dir: Path, split: str | tuple[str, ...], *, training: bool) -> BatchSource:
         """Training: shuffled global batches of settings.global_batch_size, the short last one
-        dropped. Evaluation: every row once, in order, in batches of train.eval_batch_size."""
-        size = self.settings.global_batch_size if training else self.config.train.eval_batch_size
+        dropped. Evaluation: every row once, in order, in batches of cp_dist.config.eval_batch_size."""
+        size = self.settings.global_batch_size if training else eval_batch_size(self.config, self.reads_text)
         if training and self.config.train.batch_source == "ray_data":
             return StreamingShard.of_this_worker(data_dir, split, global_batch_size=size, world_size=self.rank.world_size,
                                                  text=self.reads_text, seed=self.config.train.seed,
