@@ -32,6 +32,12 @@ RESUME_DIR = "resume"
 FAILURE_MARKER = ".failure-rehearsed-at-"  # + the step: a rehearsed failure (--fail-at-step) happens once per run
 
 
+#: Settings a run may change when it is resumed, none of which changes what it trains (fail_at_step:
+#: fail_at_steps' name in runs started before it took several steps).
+RESUMABLE_CHANGES = ("config.distributed.max_failures", "config.train.compile", "config.train.log_every_seconds",
+                     "config.prompt.eval_batch_size", "fail_at_steps", "fail_at_step")
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path

@@ -22,8 +22,7 @@ from cp_dist.config import Config, with_overrides
 from cp_dist.ctr.backbones import BACKBONES
 from cp_dist.io import atomic_file, write_json
 from cp_dist.plots import new_figure, save_figure
-from cp_dist.runs import first_difference
-from cp_dist.training.runner import RESUMABLE_CHANGES
+from cp_dist.runs import RESUMABLE_CHANGES, first_difference
 
 MAIN = ("ctr", "clickprompt-no-plm", "clickprompt")
 TABLE3_DEPTHS = (1, 3, 6)  # MiniLM's first 1, 3 and all 6 layers

@@ -8,15 +8,10 @@ import dataclasses
 from cp_dist.checkpoint import read_index
 from cp_dist.distributed.process_group import RankInfo, launch, resolve_placement
 from cp_dist.errors import UserError
-from cp_dist.runs import RunDir
+from cp_dist.runs import RESUMABLE_CHANGES, RunDir
 from cp_dist.training.loop import StageJob, run_stage
 from cp_dist.training.resume import LocalResumeStore
 from cp_dist.training.stages import STAGES
-
-#: Settings a run may change when it is resumed (fail_at_step: fail_at_steps' name in runs started
-#: before it took several steps).
-RESUMABLE_CHANGES = ("config.distributed.max_failures", "config.train.compile", "config.train.log_every_seconds",
-                     "config.prompt.eval_batch_size", "fail_at_steps", "fail_at_step")
 
 
 def check_job(job: StageJob) -> None:
