@@ -15,6 +15,8 @@ from sklearn.metrics import roc_auc_score
 from cp_dist.config import load_config
 from cp_dist.errors import UserError
 from cp_dist.training.comparison import run_comparison
+from cp_dist.training.evaluate import predict
+from cp_dist.training.scoring_cost import served_scorer
 from cp_dist.training.variants import VARIANTS
 from tests.clickprompt.conftest import run
 
@@ -53,6 +55,10 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
             assert row["p_value"] == pytest.approx(stats.ttest_rel(row["test_auc"], base_auc).pvalue, nan_ok=True)
             assert row["delong"]["auc_difference"] == pytest.approx(statistics.mean(row["test_auc"]) - statistics.mean(base_auc))
         assert sum(cell["rows"] for cell in row["long_tail"]) == len(labels)
+        # its scoring cost is timed on the served model itself: rebuilt, it scores the test rows as its run did
+        assert predict(*served_scorer(runs[0], base / "data")) == pytest.approx(predictions[0], abs=1e-5)
+        assert row["scoring_seconds_per_1k_rows"] > 0
+        assert row["scoring_cost"] == pytest.approx(row["scoring_seconds_per_1k_rows"] / rows["ctr"]["scoring_seconds_per_1k_rows"])
     assert all(w != 0.5 for w in rows["clickprompt"]["fusion_weight"]), "the fusion weight trains"
     assert rows["ctr"]["fusion_weight"] == [None, None] and rows["ctr"]["mlm_value_gap"] == [None, None]
     ptab_mlm = json.loads((tmp_path / "seed0" / "ptab-mlm" / "metrics.json").read_text())["valid"]
@@ -63,12 +69,15 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
     towers = [json.loads((tmp_path / f"seed{seed}" / "clickprompt" / "metrics.json").read_text())["test"] for seed in (0, 1)]
     assert rows["clickprompt"]["auc_plm_shuffled"] == [t["auc_plm_shuffled"] for t in towers]
     table = (tmp_path / "comparison.md").read_text()
-    assert all(f"| {name} |" in table for name in VARIANTS)
+    assert all(f"| {name} |" in table for name in VARIANTS) and "| scoring x |" in table
 
     metrics = tmp_path / "seed1" / "clickprompt" / "metrics.json"
     stamp = metrics.stat().st_mtime_ns
     again = run_comparison(base / "data", tmp_path, config, seeds=[0, 1], variants=list(VARIANTS), progress=lambda _: None)
-    assert again["rows"] == payload["rows"] and metrics.stat().st_mtime_ns == stamp, "finished runs are reused"
+    timings = ("scoring_seconds_per_1k_rows", "scoring_cost")  # measured again
+    assert [{k: v for k, v in row.items() if k not in timings} for row in again["rows"]] == \
+        [{k: v for k, v in row.items() if k not in timings} for row in payload["rows"]]
+    assert metrics.stat().st_mtime_ns == stamp, "finished runs are reused"
 
 
 def test_pamlm_needs_prompts(setup, tmp_path: Path) -> None:
