@@ -61,10 +61,9 @@ class Stage:
         if settings.global_batch_size % nproc:
             raise UserError(f"{cls.section}.global_batch_size {settings.global_batch_size} is not divisible by "
                             f"distributed.nproc {nproc} (each rank takes an equal slice)")
-        shards = config.train.logical_shards
-        for name, size in ((f"{cls.section}.global_batch_size", settings.global_batch_size),
-                           ("train.eval_batch_size", config.train.eval_batch_size),
-                           ("prompt.eval_batch_size", eval_batch_size(config, cls.reads_text))):
+        shards, evaluation = config.train.logical_shards, eval_batch_size(config, cls.reads_text)
+        evaluation_key = "train.eval_batch_size" if evaluation == config.train.eval_batch_size else "prompt.eval_batch_size"
+        for name, size in ((f"{cls.section}.global_batch_size", settings.global_batch_size), (evaluation_key, evaluation)):
             if shards < 1 or size % shards:
                 raise UserError(f"{name} {size} is not divisible by train.logical_shards {shards} "
                                 "(each global batch draws equally from every logical shard)")
