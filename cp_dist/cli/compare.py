@@ -43,7 +43,8 @@ def add_commands(commands) -> None:
         help="the paper's comparison: CTR baseline vs ClickPrompt without / with the PLM (and ablations), over seeds",
         description="For each seed: trains the preset's CTR backbone, runs PA-MLM, finetunes without and with the "
         "PLM (and any ablation asked for), then writes comparison.json and comparison.md: test AUC and LogLoss "
-        "(mean ± std), the relative AUC change against the baseline and a paired t-test across seeds. Finished "
+        "(mean ± std), the relative AUC change against the baseline, a paired t-test across seeds, each variant's "
+        "training seconds and its served model's scoring cost relative to the baseline's. Finished "
         "runs in --out are reused and unfinished ones resume, so an interrupted comparison goes on. Variants: "
         + "; ".join(f"{name}: {v.description}" for name, v in VARIANTS.items()),
     )

@@ -156,15 +156,6 @@ def _with_earlier_blocks(result: dict, path: Path, progress: Callable[[str], Non
     return {**result, "blocks": merged}
 
 
-SCORING_COST = ("scoring x: the served model's time to score the test split relative to the CTR backbone's (the "
-                "first seed's models, taken in turns on this machine's CPU, one process).")
-
-
-def scoring_cell(row: dict) -> str:
-    """A row's scoring cost relative to the backbone ("–" in tables written before it was measured)."""
-    return f"{row['scoring_cost']:.2f}" if "scoring_cost" in row else "–"
-
-
 def _spread(values: list[float]) -> str:
     mean = statistics.mean(values)
     return f"{mean:.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{mean:.4f}"
@@ -190,6 +181,11 @@ def _diagnostic(row: dict) -> str:
     return "; ".join(parts) or "–"
 
 
+def _scoring_cell(row: dict) -> str:
+    """"–": a backbone alone, or a table written before scoring costs were measured."""
+    return "–" if row.get("scoring_cost") is None else f"{row['scoring_cost']:.2f}"
+
+
 def format_table(result: dict) -> str:
     config = result["config"]
     prompt = config["prompt"]
@@ -200,7 +196,9 @@ def format_table(result: dict) -> str:
              "p (DeLong) (seed-mean AUC difference on the same test rows) are against the block's CTR backbone alone. "
              "vs table baseline: the mean AUC's relative change against the first block's CTR backbone (Table 2: "
              "every backbone against the preset's). seconds: training, including the pretraining run the variant "
-             f"starts from. {SCORING_COST}", ""]
+             "starts from. scoring x: the served model's time to score the first test rows relative to the block's "
+             "CTR backbone's (the first seed's models, in turns, on this machine's CPU; cp_dist.training.scoring_cost).",
+             ""]
     if result["note"]:
         lines += [result["note"], ""]
     lines += ["| block | variant | test AUC | test LogLoss | rel. AUC change | vs table baseline | p (t) | p (DeLong) "
@@ -213,7 +211,7 @@ def format_table(result: dict) -> str:
             lines.append(f"| {block['block'] or 'preset'} | {row['variant']} | {_spread(row['test_auc'])} | "
                          f"{_spread(row['test_logloss'])} | {100 * row['relative_auc_change_mean']:+.2f}% | "
                          f"{100 * (row['test_auc_mean'] - baseline) / baseline:+.2f}% | {t} | {delong} | "
-                         f"{_diagnostic(row)} | {statistics.mean(row['seconds']):.0f} | {scoring_cell(row)} |")
+                         f"{_diagnostic(row)} | {statistics.mean(row['seconds']):.0f} | {_scoring_cell(row)} |")
     first = result["blocks"][0]
     cells = first["rows"][0]["long_tail"]
     thresholds = first["long_tail_thresholds"]

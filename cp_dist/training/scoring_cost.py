@@ -3,54 +3,73 @@
 The paper's trade-off is quality against serving cost: CTR-BERT, PTab, P5 and ClickPrompt with the PLM
 run the language model for every row scored, while ClickPrompt without the PLM and CTRL serve a plain
 CTR model. A comparison quotes each variant's cost relative to its CTR backbone: the models are rebuilt
-from their checkpoints, and each scores the whole test split in turn, round after round, so that the
-load of a shared machine falls on all of them alike. The figure is this machine's (one process, the
-CPU); perf/bench_serve.py measures serving latency, on a GPU too.
+from their checkpoints and score the same first rows of the test split, in batches of the same size,
+taking turns round after round so that the load of a shared machine falls on all of them alike. Each
+is timed from its batches as its stage reads them (token ids come tokenized; CTR-BERT's time includes
+assembling its two texts from them). The figure is this machine's CPU in one process;
+perf/bench_serve.py measures serving latency end to end, on a GPU too.
 """
 
 from __future__ import annotations
 
-import statistics
+import itertools
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
 
-from cp_dist.checkpoint import rebuild
-from cp_dist.config import Config
+from cp_dist.checkpoint import read_index, rebuild
+from cp_dist.config import Config, with_overrides
 from cp_dist.data.loader import Batch
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.process_group import RankInfo
+from cp_dist.errors import UserError
 from cp_dist.runs import RunDir
 from cp_dist.training.stages import STAGES
 
-ROUNDS = 3
+ROUNDS, ROWS, BATCH_ROWS = 5, 4096, 1024
+MIN_SECONDS = 0.25  # a timed round at least this long, so that a scheduler's hiccup weighs little
 
 
-def served_scorer(run_dir: Path, data_dir: Path, split: str = "test") -> tuple[Callable[[Batch], torch.Tensor], list[Batch]]:
+def served_scorer(run_dir: Path, data_dir: Path, split: str = "test",
+                  batch_rows: int | None = None) -> tuple[Callable[[Batch], torch.Tensor], Iterable[Batch]]:
     """The click-logit function of a finished run's model, rebuilt from its checkpoint in this process
-    and scored the way its stage scores (CTR-BERT assembles a text per side), and the split's
-    evaluation batches, read into memory so that a timing leaves out the reading."""
+    and scored the way its stage scores, and the split's evaluation batches in row order (of
+    `batch_rows` rows; by default the run's own size)."""
+    checkpoint = RunDir(run_dir).checkpoint
+    index = read_index(checkpoint)
+    if not index.get("scores_clicks", False):
+        raise UserError(f"{checkpoint}: a {index.get('stage')} checkpoint has no click head; finetune it first")
     meta = DatasetMeta.load(data_dir)
-    model, index = rebuild(RunDir(run_dir).checkpoint, meta.fields)
-    config = Config.from_dict(index["config"], f"{run_dir} checkpoint")
+    model, _ = rebuild(checkpoint, meta.fields)
+    config = Config.from_dict(index["config"], f"{checkpoint} index")
+    if batch_rows is not None:
+        config = with_overrides(config, [f"train.eval_batch_size={batch_rows}", f"prompt.eval_batch_size={batch_rows}"])
     cpu = torch.device("cpu")
-    stage = STAGES.lookup(index["stage"], f"{run_dir} checkpoint: stage")(config, meta, RankInfo(0, 1, cpu, "gloo", cpu))
-    return (lambda batch: stage.logits(model, batch)), list(stage.batches(data_dir, split, training=False))
+    stage = STAGES.lookup(index["stage"], f"{checkpoint} index: stage")(config, meta, RankInfo(0, 1, cpu, "gloo", cpu))
+    return (lambda batch: stage.logits(model, batch)), stage.batches(data_dir, split, training=False)
 
 
 @torch.no_grad()
-def scoring_seconds_per_1k_rows(runs: Mapping[str, Path], data_dir: Path, rounds: int = ROUNDS) -> dict[str, float]:
-    """Each run's seconds to score 1,000 rows of the test split: the median over `rounds` passes, the
-    runs taking turns within each round."""
-    scorers = {name: served_scorer(run, data_dir) for name, run in runs.items()}
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
+def scoring_seconds_per_1k_rows(runs: Mapping[str, Path], data_dir: Path, *, rows: int = ROWS,
+                                batch_rows: int = BATCH_ROWS, rounds: int = ROUNDS) -> dict[str, float]:
+    """Each run's seconds to score 1,000 rows: the first `rows` rows of the test split in batches of
+    `batch_rows`: the fastest of `rounds` rounds after an untimed one (the round least disturbed by
+    other work on a shared machine), the runs taking turns within each round."""
+    scorers = {}
+    for name, run in runs.items():
+        score, batches = served_scorer(run, data_dir, batch_rows=batch_rows)
+        scorers[name] = score, list(itertools.islice(batches, math.ceil(rows / batch_rows)))  # read before timing
+    per_row: dict[str, list[float]] = {name: [] for name in runs}
+    for round_ in range(1 + rounds):  # round 0 warms up (first calls allocate and dispatch slowly)
         for name, (score, batches) in scorers.items():
-            start = time.perf_counter()
-            for batch in batches:
-                score(batch)
-            seconds[name].append(time.perf_counter() - start)
-    rows = {name: sum(int(batch.valid.sum()) for batch in batches) for name, (_, batches) in scorers.items()}
-    return {name: 1000 * statistics.median(seconds[name]) / rows[name] for name in runs}
+            passes, start = 0, time.perf_counter()
+            while not passes or time.perf_counter() - start < MIN_SECONDS:  # a cheap model passes again
+                for batch in batches:
+                    score(batch)
+                passes += 1
+            if round_:
+                per_row[name].append((time.perf_counter() - start) / (passes * sum(len(batch) for batch in batches)))
+    return {name: 1000 * min(per_row[name]) for name in runs}

@@ -143,6 +143,9 @@ def test_models_that_read_the_text_evaluate_in_smaller_batches(setup) -> None:
         STAGES["with_plm"].check(load_config("ml-1m", [*settings, "train.eval_batch_size=96", "prompt.eval_batch_size=40",
                                                        "train.logical_shards=16", "finetune.global_batch_size=128"]),
                                  base / "data", None)
-    with pytest.raises(UserError, match="train.eval_batch_size 24 is not divisible"):  # the smaller one is the batch
-        STAGES["with_plm"].check(load_config("ml-1m", [*settings, "train.eval_batch_size=24", "train.logical_shards=16",
-                                                       "finetune.global_batch_size=128"]), base / "data", None)
+    # each stage checks the evaluation batch it uses: a text model never reads train.eval_batch_size rows at once
+    uneven = load_config("ml-1m", [*settings, "train.eval_batch_size=100", "prompt.eval_batch_size=32", "train.logical_shards=16",
+                                   "finetune.global_batch_size=128", "train.global_batch_size=128"])
+    STAGES["with_plm"].check(uneven, base / "data", None)
+    with pytest.raises(UserError, match="train.eval_batch_size 100 is not divisible by train.logical_shards 16"):
+        STAGES["ctr"].check(uneven, base / "data", None)
