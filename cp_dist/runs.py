@@ -12,6 +12,7 @@ Ray runs keep their resume points in Ray storage instead of RUN/resume/; the res
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,15 +84,18 @@ class RunDir:
     def write_metrics(self, payload: dict) -> None:
         write_json(self.metrics_file, payload)
 
-    def record_settings(self, settings: dict, resumable: Sequence[str] = ()) -> None:
+    def record_settings(self, settings: dict, resumable: Sequence[str] = (), paths: Sequence[str] = ()) -> None:
         """Writes run.json for a new run; for an existing one, checks that `settings` are those it
         was started with, but for the dotted keys in `resumable`. Otherwise a rerun would silently
-        continue (or return) a different run."""
+        continue (or return) a different run. The top-level keys in `paths` hold file paths, compared
+        as absolute paths: `runs/x` from /work and `/work/runs/x` are one run (a path recorded
+        relative, before cp_dist recorded them absolute, is taken from the current directory)."""
+        settings = _absolute(settings, paths)
         path = self.path / SETTINGS_FILE
         if not path.is_file():
             write_json(path, settings)
             return
-        then = json.loads(path.read_text())
+        then = _absolute(json.loads(path.read_text()), paths)
         key = first_difference(then, settings, resumable)
         if key is not None:
             then, now = _flat(then), _flat(settings)
@@ -116,6 +120,10 @@ def first_difference(then: dict, now: dict, ignored: Sequence[str] = ()) -> str 
     before = {k: v for k, v in _flat(then).items() if k not in ignored}
     after = {k: v for k, v in _flat(now).items() if k not in ignored and k in before}
     return next((k for k in sorted(before | after) if before.get(k) != after.get(k)), None)
+
+
+def _absolute(settings: dict, paths: Sequence[str]) -> dict:
+    return {k: os.path.abspath(v) if k in paths and v is not None else v for k, v in settings.items()}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

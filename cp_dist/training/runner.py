@@ -31,7 +31,7 @@ def check_job(job: StageJob) -> None:
     job.out_dir.mkdir(parents=True, exist_ok=True)
     RunDir(job.out_dir).record_settings(
         {**{k: str(v) if v is not None else None for k, v in dataclasses.asdict(job).items() if k != "config"},
-         "config": config.to_dict()}, RESUMABLE_CHANGES)
+         "config": config.to_dict()}, RESUMABLE_CHANGES, paths=("data_dir", "out_dir", "init_from"))
 
 
 def train(job: StageJob) -> dict:
