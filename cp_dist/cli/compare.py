@@ -61,8 +61,9 @@ def add_commands(commands) -> None:
         description="Runs the table's blocks (each a set of compare variants under some settings; the block with the "
         "preset's own settings in --out itself, the others in --out/<settings>), then writes TABLE.json, TABLE.md "
         "and TABLE.png (test AUC bars, std over seeds) into --results. Finished runs in --out are reused, so tables "
-        "sharing --out share runs and an interrupted table goes on. A table already in --results from the same data, "
-        "seeds and preset keeps the blocks this call does not run (--plm-layers, --backbones). Tables: "
+        "sharing --out share runs and an interrupted table goes on. A table already in --results from the same data "
+        "and preset keeps the blocks this call does not run (--plm-layers, --backbones), each with its own seeds, so "
+        "a costly block gains seeds when run again with more. Tables: "
         + "; ".join(f"{name}: {table.title}" for name, table in TABLES.items()),
     )
     p.add_argument("table", choices=list(TABLES), metavar="TABLE", help=f"one of: {', '.join(TABLES)}")

@@ -7,7 +7,9 @@ ones resume, so an interrupted table goes on where it stopped.
 
 A table writes <table>.json, <table>.md and <table>.png (test AUC, mean and std over seeds) into
 the results directory. Each row's relative AUC change and tests are against its block's baseline,
-the block's CTR backbone alone on the same seeds. Importing this module imports nothing heavy.
+the block's CTR backbone alone on the same seeds. Seeds belong to blocks: a block run again with more
+seeds replaces its earlier figures and the blocks a call did not run keep theirs, so a costly table
+gains seeds block by block. Importing this module imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -122,11 +124,12 @@ def reproduce(name: str, data_dir: Path, out_dir: Path, config: Config, *, seeds
         block_dir = out_dir / label if label else out_dir
         payload = run_comparison(data_dir, block_dir, block_config, seeds=seeds, variants=block.variants,
                                  results_dir=block_dir, progress=progress)
-        blocks.append({"block": label, "settings": list(block.settings), "rows": payload["rows"],
+        blocks.append({"block": label, "settings": list(block.settings), "seeds": list(seeds), "rows": payload["rows"],
                        "long_tail_thresholds": payload["long_tail_thresholds"]})
-    result = {"table": name, "title": table.title, "note": table.note, "data": str(data_dir), "seeds": list(seeds),
+    result = {"table": name, "title": table.title, "note": table.note, "data": str(data_dir),
               "config": config.to_dict(), "blocks": blocks}
     result = _with_earlier_blocks(result, results_dir / f"{name}.json", progress)
+    result["seeds"] = sorted({seed for block in result["blocks"] for seed in block["seeds"]})
     results_dir.mkdir(parents=True, exist_ok=True)
     write_json(results_dir / f"{name}.json", result)
     with atomic_file(results_dir / f"{name}.md") as tmp:
@@ -137,17 +140,20 @@ def reproduce(name: str, data_dir: Path, out_dir: Path, config: Config, *, seeds
 
 def _with_earlier_blocks(result: dict, path: Path, progress: Callable[[str], None]) -> dict:
     """The result plus the blocks of the table already at `path` that this call did not run, where
-    that table comes from the same data, seeds and preset: a table grows block by block (Table 3 one
-    encoder depth at a time) instead of each call erasing the blocks the others measured. A block run
-    again replaces its earlier figures in place; new blocks follow the earlier ones."""
+    that table comes from the same data and preset: a table grows block by block (Table 3 one encoder
+    depth at a time, a costly block one more seed at a time) instead of each call erasing the blocks
+    the others measured. A block run again replaces its earlier figures in place, whatever its earlier
+    seeds; new blocks follow the earlier ones."""
     if not path.is_file():
         return result
     earlier = json.loads(path.read_text())
-    same = ("data", "seeds", "config")
+    same = ("data", "config")
     # as a run resumes: settings that do not change results, or that cp_dist gained later, do not count
     if first_difference({key: earlier.get(key) for key in same}, {key: result[key] for key in same}, RESUMABLE_CHANGES):
-        progress(f"replacing {path}: its data, seeds or preset differ from this run's")
+        progress(f"replacing {path}: its data or preset differ from this run's")
         return result
+    for block in earlier["blocks"]:  # a table written before blocks had seeds of their own ran them all on the table's
+        block.setdefault("seeds", earlier["seeds"])
     fresh = {block["block"]: block for block in result["blocks"]}
     kept = [block["block"] for block in earlier["blocks"] if block["block"] not in fresh]
     merged = [fresh.pop(block["block"], block) for block in earlier["blocks"]] + list(fresh.values())
@@ -186,36 +192,42 @@ def _scoring_cell(row: dict) -> str:
     return "–" if row.get("scoring_cost") is None else f"{row['scoring_cost']:.2f}"
 
 
+def _seeds(block: dict) -> str:
+    return ", ".join(map(str, block["seeds"]))
+
+
 def format_table(result: dict) -> str:
     config = result["config"]
     prompt = config["prompt"]
     lines = [f"# {result['title']}", "",
-             f"Data {result['data']}; seeds {', '.join(map(str, result['seeds']))}; PLM {prompt['plm']} "
-             f"({prompt['plm_layers'] or 'all'} layers unless the block says), max_length {prompt['max_length']}. "
-             "Test AUC / LogLoss mean ± std over seeds. Relative change, p (t) (paired t-test across seeds) and "
-             "p (DeLong) (seed-mean AUC difference on the same test rows) are against the block's CTR backbone alone. "
-             "vs table baseline: the mean AUC's relative change against the first block's CTR backbone (Table 2: "
-             "every backbone against the preset's). seconds: training, including the pretraining run the variant "
-             "starts from. scoring x: the served model's time to score the first test rows relative to the block's "
-             "CTR backbone's (the first seed's models, in turns, on this machine's CPU; cp_dist.training.scoring_cost).",
+             f"Data {result['data']}; PLM {prompt['plm']} ({prompt['plm_layers'] or 'all'} layers unless the block "
+             f"says), max_length {prompt['max_length']}. Test AUC / LogLoss mean ± std over the block's seeds (a block "
+             "gains seeds when `cp-dist reproduce` runs it again with more; the others keep theirs). Relative change, "
+             "p (t) (paired t-test across seeds) and p (DeLong) (seed-mean AUC difference on the same test rows) are "
+             "against the block's CTR backbone alone. vs table baseline: the mean AUC's relative change against the "
+             "first block's CTR backbone (Table 2: every backbone against the preset's). seconds: training, including "
+             "the pretraining run the variant starts from. scoring x: the served model's time to score the first test "
+             "rows relative to the block's CTR backbone's (the first seed's models, in turns, on this machine's CPU; "
+             "cp_dist.training.scoring_cost).",
              ""]
     if result["note"]:
         lines += [result["note"], ""]
-    lines += ["| block | variant | test AUC | test LogLoss | rel. AUC change | vs table baseline | p (t) | p (DeLong) "
-              "| diagnostic | seconds | scoring x |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| block | seeds | variant | test AUC | test LogLoss | rel. AUC change | vs table baseline | p (t) "
+              "| p (DeLong) | diagnostic | seconds | scoring x |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     baseline = result["blocks"][0]["rows"][0]["test_auc_mean"]
     for block in result["blocks"]:
         for row in block["rows"]:
             t = f"{row['p_value']:.3f}" if "p_value" in row else "–"
             delong = f"{row['delong']['p_value']:.3g}" if "delong" in row else "–"
-            lines.append(f"| {block['block'] or 'preset'} | {row['variant']} | {_spread(row['test_auc'])} | "
+            lines.append(f"| {block['block'] or 'preset'} | {_seeds(block)} | {row['variant']} | {_spread(row['test_auc'])} | "
                          f"{_spread(row['test_logloss'])} | {100 * row['relative_auc_change_mean']:+.2f}% | "
                          f"{100 * (row['test_auc_mean'] - baseline) / baseline:+.2f}% | {t} | {delong} | "
                          f"{_diagnostic(row)} | {statistics.mean(row['seconds']):.0f} | {_scoring_cell(row)} |")
     first = result["blocks"][0]
     cells = first["rows"][0]["long_tail"]
     thresholds = first["long_tail_thresholds"]
-    lines += ["", f"Test AUC by long-tail user x long-tail item (block {first['block'] or 'preset'}), mean over seeds. Long "
+    lines += ["", f"Test AUC by long-tail user x long-tail item (block {first['block'] or 'preset'}), mean over seeds "
+              f"{_seeds(first)}. Long "
               f"tail: ids seen at most {thresholds['user']} (users) / {thresholds['item']} (items) times in training, or never.",
               "", "| variant | " + " | ".join(f"user {'tail' if c['long_tail_user'] else 'head'}, item "
                                              f"{'tail' if c['long_tail_item'] else 'head'} ({c['rows']:,} rows)" for c in cells) + " |",
@@ -226,7 +238,8 @@ def format_table(result: dict) -> str:
 
 
 def plot_table(result: dict, path: Path) -> None:
-    """Test AUC (mean, std over seeds as error bars): a group of bars per block, a colour per variant."""
+    """Test AUC (mean, std over seeds as error bars): a group of bars per block, labelled with its seed
+    count (a block of one seed has no error bar), a colour per variant."""
     blocks = result["blocks"]
     variants = list(dict.fromkeys(row["variant"] for block in blocks for row in block["rows"]))
     figure, axis = new_figure(width=max(6.0, 0.3 * sum(len(block["rows"]) for block in blocks) + 0.4 * len(blocks) + 3),
@@ -243,7 +256,9 @@ def plot_table(result: dict, path: Path) -> None:
             axis.bar(b + (i - (len(rows) - 1) / 2) * bar, mean, bar, yerr=std, capsize=2, color=colour, label=label)
             tops.append(mean + std)
             bottoms.append(mean - std)
-    axis.set_xticks(range(len(blocks)), [block["block"] or "preset" for block in blocks], rotation=30, ha="right", fontsize=8)
+    ticks = [f"{block['block'] or 'preset'} ({len(block['seeds'])} seed{'s' if len(block['seeds']) > 1 else ''})"
+             for block in blocks]
+    axis.set_xticks(range(len(blocks)), ticks, rotation=30, ha="right", fontsize=8)
     axis.set_ylim(max(0.0, min(bottoms) - 0.01), max(tops) + 0.005)
     axis.set_ylabel("test AUC")
     axis.set_title(result["title"], fontsize=9)

@@ -37,16 +37,16 @@ def test_tables_write_their_files_and_share_runs(setup, tmp_path: Path) -> None:
         assert (results / f"table6.{suffix}").stat().st_size > 0
     assert json.loads((results / "table6.json").read_text())["blocks"] == table6["blocks"]
     markdown = (results / "table6.md").read_text()
-    assert "| preset | clickprompt |" in markdown and "user tail, item tail" in markdown and "value gap" in markdown
+    assert "| preset | 0 | clickprompt |" in markdown and "user tail, item tail" in markdown and "value gap" in markdown
 
-    # A table grows: blocks that an earlier call measured (same data, seeds, preset) and this one did not run are kept.
+    # A table grows: blocks that an earlier call measured (same data and preset) and this one did not run are kept.
     earlier = json.loads((results / "table6.json").read_text())
     deeper = {**earlier["blocks"][0], "block": "plm_layers=3", "settings": ["prompt.plm_layers=3"]}
     (results / "table6.json").write_text(json.dumps({**earlier, "blocks": [deeper, *earlier["blocks"]]}))
     said = []
     again = reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results, progress=said.append)
     assert [block["block"] for block in again["blocks"]] == ["plm_layers=3", ""] and "kept from" in said[-1]
-    assert "| plm_layers=3 | clickprompt |" in (results / "table6.md").read_text()
+    assert "| plm_layers=3 | 0 | clickprompt |" in (results / "table6.md").read_text()
     # as a run resumes: a table written before cp_dist gained a setting, or with another evaluation batch, is kept
     older = json.loads(json.dumps({**earlier, "blocks": [deeper, *earlier["blocks"]]}))
     del older["config"]["train"]["log_every_seconds"]
@@ -54,9 +54,19 @@ def test_tables_write_their_files_and_share_runs(setup, tmp_path: Path) -> None:
     (results / "table6.json").write_text(json.dumps(older))
     assert [b["block"] for b in reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results,
                                           progress=lambda _: None)["blocks"]] == ["plm_layers=3", ""]
-    (results / "table6.json").write_text(json.dumps({**earlier, "seeds": [0, 1], "blocks": [deeper]}))
+    # seeds belong to blocks: a block kept has its own (an older table's blocks, the table's); one run again is replaced
+    unseeded = {key: value for key, value in deeper.items() if key != "seeds"}
+    rerun = {**earlier["blocks"][0], "seeds": [5]}
+    (results / "table6.json").write_text(json.dumps({**older, "seeds": [0, 1], "blocks": [unseeded, rerun]}))
+    grown = reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results, progress=lambda _: None)
+    assert [(b["block"], b["seeds"]) for b in grown["blocks"]] == [("plm_layers=3", [0, 1]), ("", [0])]
+    assert grown["seeds"] == [0, 1] and json.loads((results / "table6.json").read_text())["seeds"] == [0, 1]
+    markdown = (results / "table6.md").read_text()
+    assert "| plm_layers=3 | 0, 1 | clickprompt |" in markdown and "| preset | 0 | clickprompt |" in markdown
+    other = {**earlier, "config": {**earlier["config"], "ctr": {**earlier["config"]["ctr"], "model": "dnn"}}}
+    (results / "table6.json").write_text(json.dumps({**other, "blocks": [deeper, *earlier["blocks"]]}))
     assert [b["block"] for b in reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results,
-                                          progress=lambda _: None)["blocks"]] == [""], "other seeds: replaced"
+                                          progress=lambda _: None)["blocks"]] == [""], "another preset: replaced"
 
     stamp = (out / "seed0" / "clickprompt" / "metrics.json").stat().st_mtime_ns
     table5 = reproduce("table5", base / "data", out, config, seeds=[0], results_dir=results, progress=lambda _: None)
