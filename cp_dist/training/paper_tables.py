@@ -196,6 +196,16 @@ def _seeds(block: dict) -> str:
     return ", ".join(map(str, block["seeds"]))
 
 
+def _table_baseline(result: dict, block: dict) -> float | None:
+    """The first block's CTR backbone's mean test AUC over `block`'s seeds: a block's mean compared
+    with one over other seeds would show the seeds' difference as the model's."""
+    first = result["blocks"][0]
+    by_seed = dict(zip(first["seeds"], first["rows"][0]["test_auc"]))
+    if not set(block["seeds"]) <= set(by_seed):
+        return None
+    return statistics.mean(by_seed[seed] for seed in block["seeds"])
+
+
 def format_table(result: dict) -> str:
     config = result["config"]
     prompt = config["prompt"]
@@ -205,24 +215,24 @@ def format_table(result: dict) -> str:
              "gains seeds when `cp-dist reproduce` runs it again with more; the others keep theirs). Relative change, "
              "p (t) (paired t-test across seeds) and p (DeLong) (seed-mean AUC difference on the same test rows) are "
              "against the block's CTR backbone alone. vs table baseline: the mean AUC's relative change against the "
-             "first block's CTR backbone (Table 2: every backbone against the preset's). seconds: training, including "
-             "the pretraining run the variant starts from. scoring x: the served model's time to score the first test "
-             "rows relative to the block's CTR backbone's (the first seed's models, in turns, on this machine's CPU; "
-             "cp_dist.training.scoring_cost).",
+             "first block's CTR backbone on the same seeds (Table 2: every backbone against the preset's; '–' where that "
+             "block lacks some of them). seconds: training, including the pretraining run the variant starts from. "
+             "scoring x: the served model's time to score the first test rows relative to the block's CTR backbone's "
+             "(the first seed's models, in turns, on this machine's CPU; cp_dist.training.scoring_cost).",
              ""]
     if result["note"]:
         lines += [result["note"], ""]
     lines += ["| block | seeds | variant | test AUC | test LogLoss | rel. AUC change | vs table baseline | p (t) "
               "| p (DeLong) | diagnostic | seconds | scoring x |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    baseline = result["blocks"][0]["rows"][0]["test_auc_mean"]
     for block in result["blocks"]:
+        baseline = _table_baseline(result, block)
         for row in block["rows"]:
             t = f"{row['p_value']:.3f}" if "p_value" in row else "–"
             delong = f"{row['delong']['p_value']:.3g}" if "delong" in row else "–"
+            versus_table = "–" if baseline is None else f"{100 * (row['test_auc_mean'] - baseline) / baseline:+.2f}%"
             lines.append(f"| {block['block'] or 'preset'} | {_seeds(block)} | {row['variant']} | {_spread(row['test_auc'])} | "
-                         f"{_spread(row['test_logloss'])} | {100 * row['relative_auc_change_mean']:+.2f}% | "
-                         f"{100 * (row['test_auc_mean'] - baseline) / baseline:+.2f}% | {t} | {delong} | "
-                         f"{_diagnostic(row)} | {statistics.mean(row['seconds']):.0f} | {_scoring_cell(row)} |")
+                         f"{_spread(row['test_logloss'])} | {100 * row['relative_auc_change_mean']:+.2f}% | {versus_table} | "
+                         f"{t} | {delong} | {_diagnostic(row)} | {statistics.mean(row['seconds']):.0f} | {_scoring_cell(row)} |")
     first = result["blocks"][0]
     cells = first["rows"][0]["long_tail"]
     thresholds = first["long_tail_thresholds"]

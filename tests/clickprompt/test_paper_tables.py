@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cp_dist.config import load_config
 from cp_dist.ctr.backbones import BACKBONES
-from cp_dist.training.paper_tables import TABLES, Scope, reproduce
+from cp_dist.training.paper_tables import TABLES, Scope, format_table, reproduce
 
 
 def test_blocks_share_the_presets_runs() -> None:
@@ -75,3 +75,20 @@ def test_tables_write_their_files_and_share_runs(setup, tmp_path: Path) -> None:
     assert (out / "seed0" / "clickprompt" / "metrics.json").stat().st_mtime_ns == stamp, "Table 6's run is reused"
     assert {"ablation-no-prompts-mlm", "ablation-no-pamlm", "ablation-no-prompts"} <= set(rows)
     assert "w/o both: ablation-no-prompts" in (results / "table5.md").read_text()
+
+
+def test_table_baseline_is_over_each_blocks_seeds() -> None:
+    """'vs table baseline' compares a block's mean with the first block's backbone on the same seeds; a
+    block over seeds the first one lacks gets '–', not the seeds' difference shown as the model's."""
+    def block(label: str, seeds: list[int], aucs: list[float]) -> dict:
+        row = {"variant": "ctr", "test_auc": aucs, "test_logloss": [0.5] * len(aucs), "test_auc_mean": sum(aucs) / len(aucs),
+               "relative_auc_change_mean": 0.0, "seconds": [1.0] * len(aucs),
+               "long_tail": [{"long_tail_user": True, "long_tail_item": True, "rows": 10, "auc": 0.7}]}
+        return {"block": label, "seeds": seeds, "rows": [row], "long_tail_thresholds": {"user": 5, "item": 3}}
+
+    result = {"title": "T", "data": "D", "note": "", "config": load_config("ml-100k").to_dict(),
+              "blocks": [block("", [0, 1], [0.80, 0.70]), block("model=dnn", [0], [0.84]), block("model=fm", [2], [0.5])]}
+    lines = {line.split(" | ")[0]: line.split(" | ") for line in format_table(result).splitlines() if line.startswith("| ")}
+    assert lines["| preset"][6] == "+0.00%"
+    assert lines["| model=dnn"][6] == "+5.00%", "against the first block's seed 0 (0.80), not its mean (0.75)"
+    assert lines["| model=fm"][6] == "–"
