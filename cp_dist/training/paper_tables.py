@@ -124,12 +124,12 @@ def reproduce(name: str, data_dir: Path, out_dir: Path, config: Config, *, seeds
         block_dir = out_dir / label if label else out_dir
         payload = run_comparison(data_dir, block_dir, block_config, seeds=seeds, variants=block.variants,
                                  results_dir=block_dir, progress=progress)
-        blocks.append({"block": label, "settings": list(block.settings), "seeds": list(seeds), "rows": payload["rows"],
+        blocks.append({"block": label, "settings": list(block.settings), "rows": payload["rows"],
                        "long_tail_thresholds": payload["long_tail_thresholds"]})
     result = {"table": name, "title": table.title, "note": table.note, "data": str(data_dir),
               "config": config.to_dict(), "blocks": blocks}
     result = _with_earlier_blocks(result, results_dir / f"{name}.json", progress)
-    result["seeds"] = sorted({seed for block in result["blocks"] for seed in block["seeds"]})
+    result["seeds"] = sorted({seed for block in result["blocks"] for seed in _block_seeds(block)})
     results_dir.mkdir(parents=True, exist_ok=True)
     write_json(results_dir / f"{name}.json", result)
     with atomic_file(results_dir / f"{name}.md") as tmp:
@@ -152,14 +152,22 @@ def _with_earlier_blocks(result: dict, path: Path, progress: Callable[[str], Non
     if first_difference({key: earlier.get(key) for key in same}, {key: result[key] for key in same}, RESUMABLE_CHANGES):
         progress(f"replacing {path}: its data or preset differ from this run's")
         return result
-    for block in earlier["blocks"]:  # a table written before blocks had seeds of their own ran them all on the table's
-        block.setdefault("seeds", earlier["seeds"])
     fresh = {block["block"]: block for block in result["blocks"]}
     kept = [block["block"] for block in earlier["blocks"] if block["block"] not in fresh]
+    for block in earlier["blocks"]:
+        dropped = sorted(set(_block_seeds(block)) - set(_block_seeds(fresh.get(block["block"], block))))
+        if dropped:  # the runs are still in --out: a call with every seed brings them back
+            progress(f"block {block['block'] or '(the preset)'} of {path} had seeds {', '.join(map(str, dropped))} too; "
+                     "this call did not run them, so its figures leave them out")
     merged = [fresh.pop(block["block"], block) for block in earlier["blocks"]] + list(fresh.values())
     if kept:
         progress(f"kept from {path}, not run again: {', '.join(label or '(the preset)' for label in kept)}")
     return {**result, "blocks": merged}
+
+
+def _block_seeds(block: dict) -> list[int]:
+    """The seeds a block was run with, which its rows record (tables of every version)."""
+    return block["rows"][0]["seeds"]
 
 
 def _spread(values: list[float]) -> str:
@@ -192,18 +200,18 @@ def _scoring_cell(row: dict) -> str:
     return "–" if row.get("scoring_cost") is None else f"{row['scoring_cost']:.2f}"
 
 
-def _seeds(block: dict) -> str:
-    return ", ".join(map(str, block["seeds"]))
+def _seeds_cell(block: dict) -> str:
+    return ", ".join(map(str, _block_seeds(block)))
 
 
 def _table_baseline(result: dict, block: dict) -> float | None:
     """The first block's CTR backbone's mean test AUC over `block`'s seeds: a block's mean compared
     with one over other seeds would show the seeds' difference as the model's."""
     first = result["blocks"][0]
-    by_seed = dict(zip(first["seeds"], first["rows"][0]["test_auc"]))
-    if not set(block["seeds"]) <= set(by_seed):
+    by_seed = dict(zip(_block_seeds(first), first["rows"][0]["test_auc"]))
+    if not set(_block_seeds(block)) <= set(by_seed):
         return None
-    return statistics.mean(by_seed[seed] for seed in block["seeds"])
+    return statistics.mean(by_seed[seed] for seed in _block_seeds(block))
 
 
 def format_table(result: dict) -> str:
@@ -230,14 +238,14 @@ def format_table(result: dict) -> str:
             t = f"{row['p_value']:.3f}" if "p_value" in row else "–"
             delong = f"{row['delong']['p_value']:.3g}" if "delong" in row else "–"
             versus_table = "–" if baseline is None else f"{100 * (row['test_auc_mean'] - baseline) / baseline:+.2f}%"
-            lines.append(f"| {block['block'] or 'preset'} | {_seeds(block)} | {row['variant']} | {_spread(row['test_auc'])} | "
+            lines.append(f"| {block['block'] or 'preset'} | {_seeds_cell(block)} | {row['variant']} | {_spread(row['test_auc'])} | "
                          f"{_spread(row['test_logloss'])} | {100 * row['relative_auc_change_mean']:+.2f}% | {versus_table} | "
                          f"{t} | {delong} | {_diagnostic(row)} | {statistics.mean(row['seconds']):.0f} | {_scoring_cell(row)} |")
     first = result["blocks"][0]
     cells = first["rows"][0]["long_tail"]
     thresholds = first["long_tail_thresholds"]
     lines += ["", f"Test AUC by long-tail user x long-tail item (block {first['block'] or 'preset'}), mean over seeds "
-              f"{_seeds(first)}. Long "
+              f"{_seeds_cell(first)}. Long "
               f"tail: ids seen at most {thresholds['user']} (users) / {thresholds['item']} (items) times in training, or never.",
               "", "| variant | " + " | ".join(f"user {'tail' if c['long_tail_user'] else 'head'}, item "
                                              f"{'tail' if c['long_tail_item'] else 'head'} ({c['rows']:,} rows)" for c in cells) + " |",
@@ -249,7 +257,7 @@ def format_table(result: dict) -> str:
 
 def plot_table(result: dict, path: Path) -> None:
     """Test AUC (mean, std over seeds as error bars): a group of bars per block, labelled with its seed
-    count (a block of one seed has no error bar), a colour per variant."""
+    count (a block of one seed has an error bar of 0), a colour per variant."""
     blocks = result["blocks"]
     variants = list(dict.fromkeys(row["variant"] for block in blocks for row in block["rows"]))
     figure, axis = new_figure(width=max(6.0, 0.3 * sum(len(block["rows"]) for block in blocks) + 0.4 * len(blocks) + 3),
@@ -266,8 +274,8 @@ def plot_table(result: dict, path: Path) -> None:
             axis.bar(b + (i - (len(rows) - 1) / 2) * bar, mean, bar, yerr=std, capsize=2, color=colour, label=label)
             tops.append(mean + std)
             bottoms.append(mean - std)
-    ticks = [f"{block['block'] or 'preset'} ({len(block['seeds'])} seed{'s' if len(block['seeds']) > 1 else ''})"
-             for block in blocks]
+    counts = [len(_block_seeds(block)) for block in blocks]
+    ticks = [f"{block['block'] or 'preset'} ({count} seed{'s' if count > 1 else ''})" for block, count in zip(blocks, counts)]
     axis.set_xticks(range(len(blocks)), ticks, rotation=30, ha="right", fontsize=8)
     axis.set_ylim(max(0.0, min(bottoms) - 0.01), max(tops) + 0.005)
     axis.set_ylabel("test AUC")

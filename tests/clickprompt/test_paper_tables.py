@@ -54,15 +54,18 @@ def test_tables_write_their_files_and_share_runs(setup, tmp_path: Path) -> None:
     (results / "table6.json").write_text(json.dumps(older))
     assert [b["block"] for b in reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results,
                                           progress=lambda _: None)["blocks"]] == ["plm_layers=3", ""]
-    # seeds belong to blocks: a block kept has its own (an older table's blocks, the table's); one run again is replaced
-    unseeded = {key: value for key, value in deeper.items() if key != "seeds"}
-    rerun = {**earlier["blocks"][0], "seeds": [5]}
-    (results / "table6.json").write_text(json.dumps({**older, "seeds": [0, 1], "blocks": [unseeded, rerun]}))
-    grown = reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results, progress=lambda _: None)
-    assert [(b["block"], b["seeds"]) for b in grown["blocks"]] == [("plm_layers=3", [0, 1]), ("", [0])]
-    assert grown["seeds"] == [0, 1] and json.loads((results / "table6.json").read_text())["seeds"] == [0, 1]
+    # seeds belong to blocks (their rows record them): a block kept keeps its own, one run again takes this call's
+    def seeded(block: dict, seeds: list[int]) -> dict:  # as a run over `seeds` would record it
+        return {**block, "rows": [{**row, "seeds": seeds, "test_auc": row["test_auc"][:1] * len(seeds)} for row in block["rows"]]}
+
+    (results / "table6.json").write_text(json.dumps({**older, "blocks": [seeded(deeper, [0, 2]), seeded(earlier["blocks"][0], [0, 5])]}))
+    said = []
+    grown = reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results, progress=said.append)
+    assert [(b["block"], b["rows"][0]["seeds"]) for b in grown["blocks"]] == [("plm_layers=3", [0, 2]), ("", [0])]
+    assert grown["seeds"] == [0, 2] and json.loads((results / "table6.json").read_text())["seeds"] == [0, 2]
+    assert any("had seeds 5 too" in line for line in said), "a block run again with fewer seeds says which it lost"
     markdown = (results / "table6.md").read_text()
-    assert "| plm_layers=3 | 0, 1 | clickprompt |" in markdown and "| preset | 0 | clickprompt |" in markdown
+    assert "| plm_layers=3 | 0, 2 | clickprompt |" in markdown and "| preset | 0 | clickprompt |" in markdown
     other = {**earlier, "config": {**earlier["config"], "ctr": {**earlier["config"]["ctr"], "model": "dnn"}}}
     (results / "table6.json").write_text(json.dumps({**other, "blocks": [deeper, *earlier["blocks"]]}))
     assert [b["block"] for b in reproduce("table6", base / "data", out, config, seeds=[0], results_dir=results,
@@ -81,14 +84,16 @@ def test_table_baseline_is_over_each_blocks_seeds() -> None:
     """'vs table baseline' compares a block's mean with the first block's backbone on the same seeds; a
     block over seeds the first one lacks gets '–', not the seeds' difference shown as the model's."""
     def block(label: str, seeds: list[int], aucs: list[float]) -> dict:
-        row = {"variant": "ctr", "test_auc": aucs, "test_logloss": [0.5] * len(aucs), "test_auc_mean": sum(aucs) / len(aucs),
-               "relative_auc_change_mean": 0.0, "seconds": [1.0] * len(aucs),
+        row = {"variant": "ctr", "seeds": seeds, "test_auc": aucs, "test_logloss": [0.5] * len(aucs),
+               "test_auc_mean": sum(aucs) / len(aucs), "relative_auc_change_mean": 0.0, "seconds": [1.0] * len(aucs),
                "long_tail": [{"long_tail_user": True, "long_tail_item": True, "rows": 10, "auc": 0.7}]}
-        return {"block": label, "seeds": seeds, "rows": [row], "long_tail_thresholds": {"user": 5, "item": 3}}
+        return {"block": label, "rows": [row], "long_tail_thresholds": {"user": 5, "item": 3}}
 
     result = {"title": "T", "data": "D", "note": "", "config": load_config("ml-100k").to_dict(),
-              "blocks": [block("", [0, 1], [0.80, 0.70]), block("model=dnn", [0], [0.84]), block("model=fm", [2], [0.5])]}
+              "blocks": [block("", [1, 0], [0.70, 0.80]), block("model=dnn", [0], [0.84]), block("model=fm", [1], [0.84]),
+                         block("model=ipnn", [2], [0.5])]}
     lines = {line.split(" | ")[0]: line.split(" | ") for line in format_table(result).splitlines() if line.startswith("| ")}
     assert lines["| preset"][6] == "+0.00%"
     assert lines["| model=dnn"][6] == "+5.00%", "against the first block's seed 0 (0.80), not its mean (0.75)"
-    assert lines["| model=fm"][6] == "–"
+    assert lines["| model=fm"][6] == "+20.00%", "seed 1 is the first block's first AUC (0.70)"
+    assert lines["| model=ipnn"][6] == "–"
