@@ -7,9 +7,9 @@ ones resume, so an interrupted table goes on where it stopped.
 
 A table writes <table>.json, <table>.md and <table>.png (test AUC, mean and std over seeds) into
 the results directory. Each row's relative AUC change and tests are against its block's baseline,
-the block's CTR backbone alone on the same seeds. Seeds belong to blocks: a block run again with more
-seeds replaces its earlier figures and the blocks a call did not run keep theirs, so a costly table
-gains seeds block by block. Importing this module imports nothing heavy.
+the block's CTR backbone alone on the same seeds. Seeds belong to blocks: a block run again takes
+the call's seeds and figures, and the blocks a call did not run keep theirs, so a costly table gains
+seeds block by block. Importing this module imports nothing heavy.
 """
 
 from __future__ import annotations
