@@ -20,6 +20,7 @@ JOB_HELP = """\
 production presets: DeepSpeed ZeRO), resume points in Ray storage, restarts from the last one when a
 worker dies.
 
+  export RAY_AUTH_MODE=token    # the cluster's token authentication (cluster/README.md, step 1)
   ray job submit --working-dir . -- python jobs/{script} --preset {dataset}-smoke
   ray job submit --working-dir . -- python jobs/{script} --preset {dataset}-production \\
       --raw /mnt/data/{dataset}-raw --work /mnt/cluster_storage/cp_dist --storage /mnt/cluster_storage/ray

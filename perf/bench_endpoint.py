@@ -36,6 +36,7 @@ from report import new_figure, save_figure, write_markdown  # noqa: E402
 from cp_dist.data.fetch import cache_root  # noqa: E402
 from cp_dist.data.meta import DatasetMeta  # noqa: E402
 from cp_dist.io import write_json  # noqa: E402
+from cp_dist.ray_cluster import private_token_env  # noqa: E402
 from cp_dist.serving.loopback import run_on_loopback  # noqa: E402
 from cp_dist.serving.ranking import Ranker  # noqa: E402
 from cp_dist.serving.settings import ServeSettings  # noqa: E402
@@ -135,8 +136,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("perf/results"))
     args = parser.parse_args()
     if os.environ.get(INSIDE) != "1":  # re-run on loopback only
-        # no Ray token auth inside the loopback-only namespace (it would also leave ~/.ray/auth_token behind)
-        done = run_on_loopback([sys.executable, *sys.argv], timeout=3600, env={**os.environ, INSIDE: "1", "RAY_AUTH_MODE": "disabled"})
+        done = run_on_loopback([sys.executable, *sys.argv], timeout=3600, env={**os.environ, INSIDE: "1", **private_token_env()})
         sys.exit(done.returncode)
 
     from cp_dist.serving import endpoint

@@ -33,6 +33,7 @@ from report import new_figure, save_figure, write_markdown  # noqa: E402
 
 from cp_dist.data.meta import SPLITS, DatasetMeta  # noqa: E402
 from cp_dist.io import write_json  # noqa: E402
+from cp_dist.ray_cluster import private_token_env  # noqa: E402
 from cp_dist.serving.loopback import run_on_loopback  # noqa: E402
 
 #: 4% of synthetic GoodReads lines are unrated and dropped, leaving the paper's 20.1M interactions.
@@ -146,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     if "ray" in args.engines and os.environ.get(INSIDE) != "1":  # re-run where only loopback exists
         done = run_on_loopback([sys.executable, *sys.argv], timeout=6 * 3600,
-                               env={**os.environ, INSIDE: "1", "RAY_AUTH_MODE": "disabled"})
+                               env={**os.environ, INSIDE: "1", **private_token_env()})
         sys.exit(done.returncode)
 
     cli = [sys.executable, "-m", "cp_dist.cli", "data"]

@@ -65,6 +65,7 @@ from cp_dist.data.prepare import (
 )
 from cp_dist.errors import UserError
 from cp_dist.io import atomic_dir
+from cp_dist.ray_cluster import init_ray
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def prepare_with_ray(dataset: str, raw_dir: Path, out_dir: Path, options: Prepar
     _check(dataset, out_dir, options or PrepareOptions())  # before a cluster starts
     connected = ray.is_initialized()
     if not connected:
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        init_ray(address, num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     try:
         return prepare_on_ray(dataset, raw_dir, out_dir, options, block_bytes=block_bytes)
     except ray.exceptions.RayTaskError as err:  # bad input found in a task: its one-line message, not a traceback

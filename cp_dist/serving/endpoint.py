@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cp_dist.errors import UserError
+from cp_dist.ray_cluster import init_ray
 from cp_dist.serving.ranking import Ranker, concat_inputs
 from cp_dist.serving.settings import ServeSettings
 
@@ -187,7 +188,7 @@ def start(run_dir: Path, data_dir: Path, settings: ServeSettings) -> str:
         raise UserError(f"{run_dir}: a with-PLM run runs its language model on every request; serve it with "
                         "--with-plm, or serve a CTR-only run (train-ctr, finetune --without-plm)")
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+        init_ray(include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     service = RankingService.options(num_replicas=settings.replicas, max_ongoing_requests=settings.max_ongoing_requests,
                                      ray_actor_options={"num_cpus": settings.replica_cpus,

@@ -19,6 +19,7 @@ from cp_dist.config import load_config
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.errors import UserError
+from cp_dist.ray_cluster import private_token_env
 from cp_dist.serving.loopback import run_on_loopback
 from cp_dist.serving.ranking import Ranker, concat_inputs
 from cp_dist.serving.scorer import Scorer, export_ctr
@@ -210,7 +211,7 @@ def test_endpoint_ranks_rejects_bad_requests_and_keeps_serving(runs, tmp_path: P
     probe = [sys.executable, str(Path(__file__).with_name("endpoint_probe.py")), str(tmp_path / "cases.json"),
              str(tmp_path / "seen.json"), "--", *server]
     probed = run_on_loopback(probe, timeout=600, cwd=Path(__file__).parents[2], capture_output=True, text=True,
-                             env={**os.environ, "RAY_AUTH_MODE": "disabled"})  # else Ray writes ~/.ray/auth_token
+                             env={**os.environ, **private_token_env()})
     assert (tmp_path / "seen.json").is_file(), probed.stderr[-3000:]
     seen = json.loads((tmp_path / "seen.json").read_text())
     assert seen["ready"] and seen["ready"]["status"] == 200, (seen["ready"], (tmp_path / "seen.log").read_text()[-3000:])

@@ -1,5 +1,6 @@
 """cluster/ agrees with the jobs it runs: the files parse, entrypoints name real job scripts and
-presets with valid options, resources match the production preset, one image and one set of pins."""
+presets with valid options, resources match the production preset, one image and one set of pins,
+token authentication on every node and submitter."""
 
 from __future__ import annotations
 
@@ -82,9 +83,31 @@ def test_one_image_and_one_set_of_pins() -> None:
     images = {c["image"] for c in cluster["headGroupSpec"]["template"]["spec"]["containers"]}
     images |= {c["image"] for c in _worker_group()["template"]["spec"]["containers"]}
     images.add(_yaml(CLUSTER / "ray-cluster.yaml")["docker"]["image"])
+    images |= {c["image"] for p in RAY_JOBS for c in _yaml(p)["spec"]["submitterPodTemplate"]["spec"]["containers"]}
     assert images == {tag}
     version = re.search(r'^version = "(.+)"$', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     assert tag.split(":")[1].startswith(version) and f'org.opencontainers.image.version="{version}"' in dockerfile
     assert cluster["rayVersion"] == _pin("ray") and f'ai.cp-dist.ray-version="{_pin("ray")}"' in dockerfile
     assert f"torch=={_pin('torch')} fbgemm-gpu=={_pin('fbgemm-gpu-cpu')}" in dockerfile, "CUDA builds of the pinned versions"
     assert "COPY jobs ./jobs" in dockerfile and "requirements-nodeps.txt" in dockerfile
+
+
+def _auth_env(container: dict) -> tuple[str, str]:
+    """(mode, the Secret its token comes from) of a container's environment."""
+    env = {e["name"]: e for e in container.get("env", [])}
+    secret = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert secret["key"] == "auth_token", container["name"]
+    return env["RAY_AUTH_MODE"]["value"], secret["name"]
+
+
+def test_every_node_and_submitter_runs_with_the_clusters_token() -> None:
+    """Token authentication on everywhere, one token: a node or a submitter without it is refused."""
+    launcher = _yaml(CLUSTER / "ray-cluster.yaml")
+    starts = [c for c in launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts), starts
+    assert launcher["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
+    cluster = _yaml(CLUSTER / "kuberay" / "raycluster.yaml")["spec"]
+    containers = cluster["headGroupSpec"]["template"]["spec"]["containers"] + _worker_group()["template"]["spec"]["containers"]
+    containers += [c for p in RAY_JOBS for c in _yaml(p)["spec"]["submitterPodTemplate"]["spec"]["containers"]]
+    assert len(containers) == 4 and {_auth_env(c) for c in containers} == {("token", "cp-dist-ray-token")}
+    assert "kubectl create secret generic cp-dist-ray-token --from-file=auth_token=" in (CLUSTER / "README.md").read_text()

@@ -1,8 +1,9 @@
-"""The Ray jobs, submitted with `ray job submit` to a local Ray cluster (loopback only): the
-preparation jobs, the smoke preset's PA-MLM with 2 workers, then at once: the same with a worker
-killed at its start (Ray restarts the workers and they start over) and then mid-run (they resume
-from the last checkpoint), with more failures than allowed, and finetuning from the PA-MLM model
-with its rows streamed by Ray Data."""
+"""The Ray jobs, submitted with `ray job submit` to local Ray clusters (loopback only, token
+authentication on): the preparation jobs; then cluster/README.md's rehearsal as written (the smoke
+preset's PA-MLM with 2 workers, then finetuning from it) in a fresh HOME; then at once, on the
+rehearsal's data: the same PA-MLM with a worker killed at its start (Ray restarts the workers and
+they start over) and then mid-run (they resume from the last checkpoint), with more failures than
+allowed, and finetuning with its rows streamed by Ray Data."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from cp_dist.cli import main
 from cp_dist.data.meta import SPLITS, DatasetMeta
 from cp_dist.data.prepare import PrepareOptions, prepare
 from cp_dist.data.synth import synth
-from tests.jobs.conftest import run_ray_jobs
+from tests.jobs.conftest import CLUSTER_README, REHEARSAL, doc_block, run_documented, run_ray_jobs
 
 #: An uninterrupted run and a resumed one replay the same float32 operations in the same order:
 #: measured gap 0.0; this leaves room for another machine's kernels.
@@ -30,30 +31,33 @@ pytestmark = pytest.mark.slow  # minute-long end-to-end checks
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory: pytest.TempPathFactory, ml100k_raw: Path) -> dict:
-    work = tmp_path_factory.mktemp("ray-jobs")
-    synth("goodreads", 3000, work / "work" / "raw")
-    common = ["--work", str(work / "work"), "--storage", str(work / "storage")]
+    root = tmp_path_factory.mktemp("ray-jobs")
+    logs = root / "logs"
+    synth("goodreads", 3000, root / "goodreads-raw")
     codes = run_ray_jobs([
-        # the data every training job below uses (WORK/data), prepared as its own job on the cluster, in
-        # blocks small enough that parsing, counting and the cut points span many; min-count 5 leaves some users OOV
-        {"prepare": ["python", "jobs/prepare.py", "--dataset", "goodreads", "--raw", str(work / "work" / "raw"),
-                     "--out", str(work / "work" / "data"), "--block-mib", "0.0625", "--min-count", "5"],
+        # as their own jobs on the cluster, in blocks small enough that parsing, counting and the cut
+        # points span many; min-count 5 leaves some users OOV
+        {"prepare": ["python", "jobs/prepare.py", "--dataset", "goodreads", "--raw", str(root / "goodreads-raw"),
+                     "--out", str(root / "goodreads"), "--block-mib", "0.0625", "--min-count", "5"],
          "prepare-ml-100k": ["python", "jobs/prepare.py", "--dataset", "ml-100k", "--raw", str(ml100k_raw),
-                             "--out", str(work / "ml-100k"), "--block-mib", "0.25"]}], work / "logs")
+                             "--out", str(root / "ml-100k"), "--block-mib", "0.25"]}], logs)
+    home = root / "home"  # a fresh one: no Ray token yet
+    rehearsal = run_documented(doc_block(CLUSTER_README, REHEARSAL), home, logs / "rehearsal.txt")
+    work = home / ".cache" / "cp_dist" / "jobs" / "goodreads"  # the jobs' default --work
+    common = ["--work", str(work)]
     codes |= run_ray_jobs([
-        # alone: the first training job tokenizes the data for the others
-        {"pamlm": ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm"]},
-        # from the PA-MLM model, the rows streamed by Ray Data instead of read by each worker's SplitLoader
-        {"finetune": ["python", "jobs/finetune_goodreads.py", *common, "--name", "finetune", "--set", "train.batch_source=ray_data"],
-         # killed before its first checkpoint (Ray restarts it from the beginning), then after its second
-         # (Ray restarts it from the last checkpoint)
-         "pamlm-killed": ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-killed", "--fail-at-step", "0", "5",
+        # killed before its first checkpoint (Ray restarts it from the beginning), then after its second
+        # (Ray restarts it from the last checkpoint)
+        {"pamlm-killed": ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-killed", "--fail-at-step", "0", "5",
                           "--set", "distributed.max_failures=2"],
          # killed with no restart allowed: the job fails, and says so
          "pamlm-fatal": ["python", "jobs/pamlm_goodreads.py", *common, "--name", "pamlm-fatal", "--fail-at-step", "3",
-                         "--set", "distributed.max_failures=0"]},
-    ], work / "logs", cpus=8)
-    return {"work": work / "work", "storage": work / "storage", "logs": work / "logs", "codes": codes, "root": work}
+                         "--set", "distributed.max_failures=0"],
+         # from the rehearsal's PA-MLM model, the rows streamed by Ray Data instead of read by each worker's SplitLoader
+         "finetune-ray-data": ["python", "jobs/finetune_goodreads.py", *common, "--name", "finetune-ray-data",
+                               "--set", "train.batch_source=ray_data"]},
+    ], logs, cpus=8)
+    return {"work": work, "storage": work / "ray", "logs": logs, "codes": codes, "root": root, "rehearsal": rehearsal}
 
 
 def _log(jobs: dict, name: str) -> str:
@@ -64,8 +68,23 @@ def _succeeded(jobs: dict, name: str) -> None:
     assert jobs["codes"][name] == 0, _log(jobs, name)[-5000:]
 
 
+def _rehearsed(jobs: dict) -> None:
+    assert jobs["rehearsal"].returncode == 0, _log(jobs, "rehearsal")[-5000:]
+
+
+def test_the_cluster_readme_rehearsal_runs_as_written_on_a_fresh_home(jobs: dict) -> None:
+    """cluster/README.md's step 1, every line as typed, where no Ray has run before (the token is
+    made by the block; tests/jobs/test_documented_commands.py runs it where one exists)."""
+    _rehearsed(jobs)
+    log = _log(jobs, "rehearsal")
+    assert len(re.findall(r"Job '\S+' succeeded", log)) == 2, log[-3000:]
+    assert (jobs["root"] / "home" / ".ray" / "auth_token").is_file(), "token authentication was on"
+    for run in ("pamlm", "with_plm"):  # the default --name: the stage
+        assert (jobs["work"] / run / "metrics.json").is_file() and (jobs["work"] / run / "checkpoint" / "checkpoint.json").is_file()
+
+
 def test_smoke_pamlm_job_completes_with_metrics_and_a_checkpoint(jobs: dict) -> None:
-    _succeeded(jobs, "pamlm")
+    _rehearsed(jobs)
     run = jobs["work"] / "pamlm"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["engine"] == "hybrid" and metrics["zero_stage"] == 2 and metrics["steps"] == 8
@@ -111,20 +130,21 @@ def test_killed_workers_start_over_then_resume_from_the_last_checkpoint_and_matc
 
 
 def test_finetune_job_starts_from_the_pamlm_model_on_rows_streamed_by_ray_data(jobs: dict) -> None:
-    _succeeded(jobs, "finetune")
-    metrics = json.loads((jobs["work"] / "finetune" / "metrics.json").read_text())
+    _succeeded(jobs, "finetune-ray-data")
+    metrics = json.loads((jobs["work"] / "finetune-ray-data" / "metrics.json").read_text())
     assert metrics["stage"] == "with_plm" and metrics["world_size"] == 2
     assert metrics["model_info"]["fusion_weight"] != 0.5, "the fusion weight trains"
     assert metrics["best_epoch"] in (0, 1) and len(metrics["history"]) >= 1
     # Streamed: Ray Data ran the read of the row groups, and each worker took an equal share in whole batches.
-    assert re.search(r"MapBatches\(read\)", _log(jobs, "finetune")), _log(jobs, "finetune")[-3000:]
+    assert re.search(r"MapBatches\(read\)", _log(jobs, "finetune-ray-data")), _log(jobs, "finetune-ray-data")[-3000:]
     rows = DatasetMeta.load(jobs["work"] / "data").splits["train"]["rows"]
     per_rank = metrics["config"]["finetune"]["global_batch_size"] // 2
     assert [epoch["steps"] for epoch in metrics["history"]] == [rows // 2 // per_rank] * len(metrics["history"])
     assert all(np.isfinite(epoch["step_losses"]).all() for epoch in metrics["history"])
     # checkpoint/ is the best epoch's model: rebuilt from it alone, it scores what the job reported.
-    assert main(["evaluate", "--run", str(jobs["work"] / "finetune"), "--data", str(jobs["work"] / "data"), "--split", "valid"]) == 0
-    valid = json.loads((jobs["work"] / "finetune" / "eval_valid.json").read_text())
+    assert main(["evaluate", "--run", str(jobs["work"] / "finetune-ray-data"), "--data", str(jobs["work"] / "data"),
+                 "--split", "valid"]) == 0
+    valid = json.loads((jobs["work"] / "finetune-ray-data" / "eval_valid.json").read_text())
     assert abs(valid["auc"] - metrics["valid"]["auc"]) < 1e-5
 
 
@@ -148,12 +168,11 @@ def _assert_same_preparation(ray_dir: Path, local_dir: Path) -> None:
 
 
 def test_prepare_job_on_goodreads_equals_the_local_engine(jobs: dict, tmp_path: Path) -> None:
-    """Gzip JSON in many blocks, users known by key only (the groupby, sort and join path), min-count 5.
-    The training jobs above ran on this data (tokenized by the first of them: the text id columns)."""
+    """Gzip JSON in many blocks, users known by key only (the groupby, sort and join path), min-count 5."""
     _succeeded(jobs, "prepare")
     assert "time split: valid from (timestamp, line)" in _log(jobs, "prepare")
-    prepare("goodreads", jobs["work"] / "raw", tmp_path / "local", PrepareOptions(min_count=5))
-    _assert_same_preparation(jobs["work"] / "data", tmp_path / "local")
+    prepare("goodreads", jobs["root"] / "goodreads-raw", tmp_path / "local", PrepareOptions(min_count=5))
+    _assert_same_preparation(jobs["root"] / "goodreads", tmp_path / "local")
     vocab = pq.read_table(tmp_path / "local" / "vocab.parquet").to_pandas()
     assert vocab.query("field == 'user_id' and index == 0").train_count.item() > 0, "min-count 5 leaves some users OOV"
 
