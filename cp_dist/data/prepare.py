@@ -8,8 +8,10 @@ grows with the number of interactions times 17 bytes plus the side tables, not w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from cp_dist.io import atomic_dir
 OOV_VALUE = "<OOV>"
 #: Where a data set has no user file, its one user field is the user key itself.
 KEY_USER_FIELD = "user_id"
+HELD_OUT_ROUNDINGS = ("nearest", "up")
 VOCAB_SCHEMA = pa.schema([("field", pa.string()), ("index", pa.int32()), ("value", pa.string()), ("train_count", pa.int64())])
 
 
@@ -38,6 +41,7 @@ VOCAB_SCHEMA = pa.schema([("field", pa.string()), ("index", pa.int32()), ("value
 class PrepareOptions:
     split: str | None = None  # "time" | "random"; None: time where the data set has timestamps
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    held_out_rounding: str | None = None  # "nearest" | "up"; None: the data set's (RawFormat.held_out_rounding)
     seed: int = 0
     min_count: int = 1  # values seen fewer times in training map to the OOV index 0
     strict: bool = False  # fail on the first malformed line instead of skipping it
@@ -50,6 +54,8 @@ class PrepareOptions:
             raise UserError(f"--split {self.split!r}: expected 'time' or 'random'")
         if len(self.ratios) != 3 or min(self.ratios) <= 0 or abs(sum(self.ratios) - 1) > 1e-9:
             raise UserError(f"--ratios {self.ratios}: expected three positive fractions that sum to 1")
+        if self.held_out_rounding not in (None, *HELD_OUT_ROUNDINGS):
+            raise UserError(f"--held-out-rounding {self.held_out_rounding!r}: expected one of {', '.join(HELD_OUT_ROUNDINGS)}")
         if self.row_group_rows < 1:
             raise UserError(f"--row-group-rows {self.row_group_rows}: expected an integer >= 1")
         if self.min_count < 1:
@@ -124,7 +130,7 @@ def prepare(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareOptions 
     interactions.counts |= duplicates
     side_tables = {"user": clean_side_table(users, fmt.fields, "user"), "item": clean_side_table(items, fmt.fields, "item")}
 
-    split_rows = _split(interactions, method, options)
+    split_rows = _split(interactions, method, options, held_out_rounding(fmt, options))
     train_rows = split_rows[0]
     vocabularies = {
         f.name: Vocabulary.build(
@@ -233,19 +239,33 @@ def clean_side_table(table: pa.Table, fields: tuple[Field, ...], side: str) -> p
     return pa.table({f.name: clean_text(table[f.name]) for f in fields if f.side == side})
 
 
-def _split(interactions: Interactions, method: str, options: PrepareOptions) -> list[np.ndarray]:
+def _split(interactions: Interactions, method: str, options: PrepareOptions, rounding: str) -> list[np.ndarray]:
     """Row numbers of train, valid and test: by global time (stable on ties) or a seeded shuffle."""
     n = len(interactions.label)
     if method == "time":
         order = np.argsort(interactions.timestamp, kind="stable")
     else:
         order = np.random.default_rng(options.seed).permutation(n)
-    cuts = np.round(np.cumsum(options.ratios)[:2] * n).astype(np.int64)
-    parts = np.split(order, cuts)
-    for name, rows in zip(SPLITS, parts):
-        if len(rows) == 0:
-            raise UserError(f"{n} interactions are too few for a non-empty {name} split at ratios {options.ratios}")
-    return parts
+    return np.split(order, split_cuts(n, options.ratios, rounding))
+
+
+def held_out_rounding(fmt: RawFormat, options: PrepareOptions) -> str:
+    return options.held_out_rounding or fmt.held_out_rounding
+
+
+def split_cuts(n: int, ratios: tuple[float, float, float], rounding: str) -> list[int]:
+    """Where train and valid end among n ordered rows. "nearest": each cut at the row nearest its
+    cumulative fraction. "up": valid and test each ceil(ratio * n) rows, train the rest, which gives
+    the paper's Table 1 sizes (ML-1M's 739,012 rows: 591,208 / 73,902 / 73,902)."""
+    if rounding == "up":
+        valid, test = (math.ceil(Fraction(str(r)) * n) for r in ratios[1:])
+        cuts = [n - valid - test, n - test]
+    else:
+        cuts = [int(c) for c in np.round(np.cumsum(ratios)[:2] * n)]
+    for name, size in zip(SPLITS, np.diff([0, *cuts, n])):
+        if size <= 0:
+            raise UserError(f"{n} interactions are too few for a non-empty {name} split at ratios {ratios}")
+    return cuts
 
 
 def _write_split(
@@ -334,7 +354,8 @@ def dataset_meta(
         ),
         splits={name: summaries[name] for name in SPLITS},
         label_rule=fmt.label_rule.describe(),
-        split={"method": method, "ratios": list(options.ratios), "seed": options.seed},
+        split={"method": method, "ratios": list(options.ratios), "seed": options.seed,
+               "held_out_rounding": held_out_rounding(fmt, options)},
         min_count=options.min_count,
         has_timestamp="first_timestamp" in summaries["train"],
         sources=source_files,

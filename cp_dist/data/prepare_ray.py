@@ -55,9 +55,11 @@ from cp_dist.data.prepare import (
     clean_side_table,
     dataset_meta,
     encode_chunk,
+    held_out_rounding,
     no_interactions_left,
     output_table,
     sources,
+    split_cuts,
     split_summary,
     unique_side_tables,
     vocabulary_table,
@@ -115,10 +117,7 @@ def prepare_on_ray(dataset: str, raw_dir: Path, out_dir: Path, options: PrepareO
     log.info("parsed %d lines in %d blocks: %d interactions kept (%.0f s)",
              counts["interactions_read"], len(blocks), n, time.perf_counter() - started)
 
-    cuts = np.round(np.cumsum(options.ratios)[:2] * n).astype(np.int64)
-    for name, size in zip(SPLITS, np.diff([0, *cuts, n])):
-        if size == 0:
-            raise UserError(f"{n} interactions are too few for a non-empty {name} split at ratios {options.ratios}")
+    cuts = split_cuts(n, options.ratios, held_out_rounding(fmt, options))
     keys = ray.get(_cut_keys.remote([int(rank) for rank in cuts], blocks))
     log.info("time split: valid from (timestamp, line) %s, test from %s (%.0f s)", *keys, time.perf_counter() - started)
     blocks = [_with_split.remote(block, keys) for block in blocks]

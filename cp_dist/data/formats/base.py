@@ -25,6 +25,9 @@ class RawFormat(ABC):
     fields: tuple[Field, ...]
     label_rule: LabelRule
     has_timestamp: bool = True
+    #: how valid and test sizes round (cp_dist.data.prepare.split_cuts): "nearest", or "up" where
+    #: that is what the paper's Table 1 counts show
+    held_out_rounding: str = "nearest"
     encoding: str = "utf-8"
     #: role -> accepted file names, first match wins (e.g. plain or gzip variants).
     file_names: dict[str, tuple[str, ...]]

