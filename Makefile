@@ -19,9 +19,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.tom
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-## The main job on the embedded default: real MovieLens-100K, MiniLM, CPU.
+## The main job on the embedded default: real MovieLens-100K, MiniLM, CPU (`make run DATA=ml-1m`: the paper's ML-1M).
+DATA ?= ml-100k
 run: install
-	$(PY) jobs/quickstart.py
+	$(PY) jobs/quickstart.py --dataset $(DATA)
 
 ## The test suite (what .ci/run calls): ruff, then every test. `make test-fast` leaves out the slow ones.
 test: install

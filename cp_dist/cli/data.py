@@ -103,7 +103,9 @@ def add_commands(commands) -> None:
     p.add_argument("--held-out-rounding", choices=("nearest", "up"),
                    help="sizes of valid and test: each cut at the nearest row, or each ceil(ratio * rows), train the rest "
                    "(default: the data set's; up for ml-1m, which gives the paper's Table 1 sizes)")
-    p.add_argument("--min-count", type=int, default=1, help="values seen fewer times in training become OOV")
+    p.add_argument("--min-count", type=int, default=1,
+                   help="values seen fewer times in training become OOV; 0 gives every value of the user and item "
+                   "files its own row, the whole catalogue's vocabulary (Table 1's feature counts)")
     p.add_argument("--strict", action="store_true", help="fail on the first malformed line instead of skipping it")
     p.add_argument("--row-group-rows", type=int, default=65_536,
                    help="rows per Parquet row group (default %(default)s). A rank decodes whole row groups, so with "

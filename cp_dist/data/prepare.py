@@ -43,7 +43,9 @@ class PrepareOptions:
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     held_out_rounding: str | None = None  # "nearest" | "up"; None: the data set's (RawFormat.held_out_rounding)
     seed: int = 0
-    min_count: int = 1  # values seen fewer times in training map to the OOV index 0
+    # values seen fewer times in training map to the OOV index 0; 0 keeps every value of the side tables
+    # (the catalogue's vocabulary, as the paper counts features), unseen ones after the seen
+    min_count: int = 1
     strict: bool = False  # fail on the first malformed line instead of skipping it
     overwrite: bool = False
     row_group_rows: int = 65_536
@@ -58,8 +60,8 @@ class PrepareOptions:
             raise UserError(f"--held-out-rounding {self.held_out_rounding!r}: expected one of {', '.join(HELD_OUT_ROUNDINGS)}")
         if self.row_group_rows < 1:
             raise UserError(f"--row-group-rows {self.row_group_rows}: expected an integer >= 1")
-        if self.min_count < 1:
-            raise UserError(f"--min-count {self.min_count}: expected an integer >= 1")
+        if self.min_count < 0:
+            raise UserError(f"--min-count {self.min_count}: expected an integer >= 0")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from cp_dist.ctr.backbones import BACKBONES
 from cp_dist.io import atomic_file, write_json
 from cp_dist.plots import new_figure, save_figure
 from cp_dist.runs import RESUMABLE_CHANGES, first_difference
+from cp_dist.training.published import table2_figures
 
 MAIN = ("ctr", "clickprompt-no-plm", "clickprompt")
 TABLE3_DEPTHS = (1, 3, 6)  # MiniLM's first 1, 3 and all 6 layers
@@ -113,6 +114,7 @@ TABLES: dict[str, PaperTable] = {
 def reproduce(name: str, data_dir: Path, out_dir: Path, config: Config, *, seeds: Sequence[int], results_dir: Path,
               scope: Scope = Scope(), progress: Callable[[str], None] = print) -> dict:
     """Runs the blocks of table `name` in `scope` and writes <name>.json / .md / .png to results_dir."""
+    from cp_dist.data.meta import DatasetMeta
     from cp_dist.training.comparison import run_comparison
 
     table = TABLES[name]
@@ -124,10 +126,10 @@ def reproduce(name: str, data_dir: Path, out_dir: Path, config: Config, *, seeds
         block_dir = out_dir / label if label else out_dir
         payload = run_comparison(data_dir, block_dir, block_config, seeds=seeds, variants=block.variants,
                                  results_dir=block_dir, progress=progress)
-        blocks.append({"block": label, "settings": list(block.settings), "rows": payload["rows"],
-                       "long_tail_thresholds": payload["long_tail_thresholds"]})
+        blocks.append({"block": label, "settings": list(block.settings), "backbone": payload["baseline"],
+                       "rows": payload["rows"], "long_tail_thresholds": payload["long_tail_thresholds"]})
     result = {"table": name, "title": table.title, "note": table.note, "data": str(data_dir),
-              "config": config.to_dict(), "blocks": blocks}
+              "dataset": DatasetMeta.load(data_dir).dataset, "config": config.to_dict(), "blocks": blocks}
     result = _with_earlier_blocks(result, results_dir / f"{name}.json", progress)
     result["seeds"] = sorted({seed for block in result["blocks"] for seed in _block_seeds(block)})
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +216,22 @@ def _table_baseline(result: dict, block: dict) -> float | None:
     return statistics.mean(by_seed[seed] for seed in _block_seeds(block))
 
 
+def _published(result: dict, block: dict, row: dict) -> tuple[float, float] | None:
+    """The paper's Table 2 (AUC, LogLoss) of a Table 2 row: a backbone alone (its block's backbone) or
+    a variant of the preset's block; None for other tables, data sets and rows."""
+    if result.get("table") != "table2" or "backbone" not in block:  # tables written before blocks named theirs
+        return None
+    name = block["backbone"] if row["variant"] == "ctr" else row["variant"] if not block["block"] else None
+    return None if name is None else table2_figures(result.get("dataset", ""), name)
+
+
+def _published_cells(result: dict, block: dict, row: dict) -> str:
+    figures = _published(result, block, row)
+    if figures is None:
+        return "| – | – "
+    return f"| {figures[0]:.4f} | {row['test_auc_mean'] - figures[0]:+.4f} "
+
+
 def format_table(result: dict) -> str:
     config = result["config"]
     prompt = config["prompt"]
@@ -230,8 +248,13 @@ def format_table(result: dict) -> str:
              ""]
     if result["note"]:
         lines += [result["note"], ""]
+    published = any(_published(result, block, row) for block in result["blocks"] for row in block["rows"])
+    if published:
+        lines += ["paper AUC: the published Table 2 (RoBERTa-base as the PLM; cp_dist.training.published); "
+                  "ours − paper: our mean test AUC less it.", ""]
     lines += ["| block | seeds | variant | test AUC | test LogLoss | rel. AUC change | vs table baseline | p (t) "
-              "| p (DeLong) | diagnostic | seconds | scoring x |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| p (DeLong) | diagnostic | seconds | scoring x |" + (" paper AUC | ours − paper |" if published else ""),
+              "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if published else "")]
     for block in result["blocks"]:
         baseline = _table_baseline(result, block)
         for row in block["rows"]:
@@ -240,7 +263,8 @@ def format_table(result: dict) -> str:
             versus_table = "–" if baseline is None else f"{100 * (row['test_auc_mean'] - baseline) / baseline:+.2f}%"
             lines.append(f"| {block['block'] or 'preset'} | {_seeds_cell(block)} | {row['variant']} | {_spread(row['test_auc'])} | "
                          f"{_spread(row['test_logloss'])} | {100 * row['relative_auc_change_mean']:+.2f}% | {versus_table} | "
-                         f"{t} | {delong} | {_diagnostic(row)} | {statistics.mean(row['seconds']):.0f} | {_scoring_cell(row)} |")
+                         f"{t} | {delong} | {_diagnostic(row)} | {statistics.mean(row['seconds']):.0f} | {_scoring_cell(row)} "
+                         + (_published_cells(result, block, row) if published else "") + "|")
     first = result["blocks"][0]
     cells = first["rows"][0]["long_tail"]
     thresholds = first["long_tail_thresholds"]

@@ -97,3 +97,14 @@ def test_table_baseline_is_over_each_blocks_seeds() -> None:
     assert lines["| model=dnn"][6] == "+5.00%", "against the first block's seed 0 (0.80), not its mean (0.75)"
     assert lines["| model=fm"][6] == "+20.00%", "seed 1 is the first block's first AUC (0.70)"
     assert lines["| model=ipnn"][6] == "–"
+    assert "paper AUC" not in format_table(result), "no paper column outside Table 2 on the paper's data"
+
+    # Table 2 on ML-1M: each backbone alone and each variant of the preset's block beside the paper's figure
+    blocks = [{**b, "backbone": backbone} for b, backbone in zip(result["blocks"], ("dcnv2", "dnn", "fm", "ipnn"))]
+    blocks[0]["rows"].append({**blocks[0]["rows"][0], "variant": "clickprompt-no-plm"})
+    text = format_table({**result, "table": "table2", "dataset": "ml-1m", "blocks": blocks})
+    cells = {(row[0], row[2]): row[-2:] for row in ([c.strip() for c in line.strip("|").split("|")]
+                                                   for line in text.splitlines() if line.count("|") > 12)}
+    assert cells["preset", "ctr"] == ["0.8439", "-0.0939"], "DCNv2's 0.75 against the paper's 0.8439"
+    assert cells["preset", "clickprompt-no-plm"] == ["0.8467", "-0.0967"]
+    assert cells["model=dnn", "ctr"] == ["0.8413", "-0.0013"]

@@ -99,7 +99,7 @@ def test_fetching_a_licensed_dataset(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("options, message", [
     (PrepareOptions(ratios=(0.5, 0.5, 0.5)), r"--ratios \(0.5, 0.5, 0.5\): expected three positive fractions that sum to 1"),
-    (PrepareOptions(min_count=0), "--min-count 0: expected an integer >= 1"),
+    (PrepareOptions(min_count=-1), "--min-count -1: expected an integer >= 0"),
     (PrepareOptions(split="weekly"), "--split 'weekly': expected 'time' or 'random'"),
 ])
 def test_bad_options(options: PrepareOptions, message: str, tmp_path: Path) -> None:
