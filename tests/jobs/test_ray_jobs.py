@@ -40,10 +40,7 @@ def jobs(tmp_path_factory: pytest.TempPathFactory, ml100k_raw: Path) -> dict:
         {"prepare": ["python", "jobs/prepare.py", "--dataset", "goodreads", "--raw", str(root / "goodreads-raw"),
                      "--out", str(root / "goodreads"), "--block-mib", "0.0625", "--min-count", "5"],
          "prepare-ml-100k": ["python", "jobs/prepare.py", "--dataset", "ml-100k", "--raw", str(ml100k_raw),
-                             "--out", str(root / "ml-100k"), "--block-mib", "0.25"],
-         "prepare-ml-100k-catalogue": ["python", "jobs/prepare.py", "--dataset", "ml-100k", "--raw", str(ml100k_raw),
-                                       "--out", str(root / "ml-100k-catalogue"), "--block-mib", "0.25",
-                                       "--min-count", "0"]}], logs)
+                             "--out", str(root / "ml-100k"), "--block-mib", "0.25"]}], logs)
     home = root / "home"  # a fresh one: no Ray token yet
     rehearsal = run_documented(doc_block(CLUSTER_README, REHEARSAL), home, logs / "rehearsal.txt")
     work = home / ".cache" / "cp_dist" / "jobs" / "goodreads"  # the jobs' default --work
@@ -185,13 +182,3 @@ def test_prepare_job_on_ml100k_equals_the_local_engine(jobs: dict, ml100k_raw: P
     _succeeded(jobs, "prepare-ml-100k")
     prepare("ml-100k", ml100k_raw, tmp_path / "local")
     _assert_same_preparation(jobs["root"] / "ml-100k", tmp_path / "local")
-
-
-def test_prepare_job_with_the_catalogue_vocabulary_equals_the_local_engine(
-        jobs: dict, ml100k_raw: Path, tmp_path: Path) -> None:
-    """--min-count 0: every user of u.user has a row, those first seen after the training period too."""
-    _succeeded(jobs, "prepare-ml-100k-catalogue")
-    prepare("ml-100k", ml100k_raw, tmp_path / "local", PrepareOptions(min_count=0))
-    _assert_same_preparation(jobs["root"] / "ml-100k-catalogue", tmp_path / "local")
-    users = pq.read_table(tmp_path / "local" / "vocab.parquet").to_pandas().query("field == 'user_id'")
-    assert len(users) == 943 + 1 and (users.train_count == 0).sum() > 1, "unseen users keep rows, OOV row 0 is empty"
