@@ -37,6 +37,20 @@ def _reproduce(args: argparse.Namespace) -> None:
     print(f"wrote {results}/{args.table}.json, .md and .png")
 
 
+def _tune(args: argparse.Namespace) -> None:
+    from cp_dist.data.meta import DatasetMeta
+    from cp_dist.training.tune import format_search, read_space, run_search
+
+    config = config_from(args)
+    space = read_space(args.space, config)  # checked before a cluster starts
+    preset = args.preset or DatasetMeta.load(args.data).dataset
+    preset = str(Path(preset).resolve()) if preset.endswith((".yaml", ".yml")) else preset
+    payload = run_search(args.data, args.out, config, preset, space, trials=args.trials, seed=args.searcher_seed,
+                         address=args.ray_address, cpus_per_trial=args.cpus_per_trial)
+    print(format_search(payload))
+    print(f"wrote {args.out}/tune.json, tune.md and " + ", ".join(f"best-{v}.yaml" for v in space))
+
+
 def add_commands(commands) -> None:
     p = commands.add_parser(
         "compare",
@@ -91,3 +105,22 @@ def add_commands(commands) -> None:
     p.add_argument("--results", type=Path, help="where table.json / .md / .png go (default: --out)")
     training_options(p)
     p.set_defaults(handler=_ctr_table, model=None)
+
+    p = commands.add_parser(
+        "tune",
+        help="recipe search on Ray Tune: the same trial budget for every variant, chosen on validation AUC only",
+        description="Draws --trials configurations per variant of the --space file (YAML: variant -> section.key -> "
+        "one of {choice: [..]}, {uniform: [low, high]}, {loguniform: [low, high]}, {randint: [low, high)}) with a "
+        "seeded random searcher, trains each as that variant of `cp-dist compare` at train.seed in "
+        "OUT/trials/<variant>/<key>, and scores it by the run's validation AUC (test is never read). Writes "
+        "OUT/tune.json, tune.md (every trial, with PA-MLM's value gap) and best-<variant>.yaml, a preset extending "
+        "the one searched from. Finished trials are reused, so a search run again goes on where it stopped. Runs "
+        "on the Ray cluster at --ray-address, else on a local one started for the search.",
+    )
+    p.add_argument("--space", type=Path, required=True, help="the search space (YAML), e.g. cp_dist/presets/search/ml-100k.yaml")
+    p.add_argument("--trials", type=int, default=8, help="trials per variant (default: %(default)s)")
+    p.add_argument("--searcher-seed", type=int, default=0, help="seed of the random searcher (default: %(default)s)")
+    p.add_argument("--cpus-per-trial", type=int, default=2, help="Ray CPUs each trial reserves (default: %(default)s)")
+    p.add_argument("--ray-address", help="a running Ray cluster (default: a local one for this search)")
+    training_options(p)
+    p.set_defaults(handler=_tune, model=None)

@@ -42,7 +42,7 @@ def run_comparison(
     for seed in seeds:
         seed_config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
         for name in variants:
-            runs[name].append(_run_variant(data_dir, out_dir / f"seed{seed}", seed_config, name, progress))
+            runs[name].append(run_variant(data_dir, out_dir / f"seed{seed}", seed_config, name, progress))
     scoring = {}
     if len(runs) > 1:  # a backbone alone costs what it costs
         progress(f"timing each variant's served model on the test split (seed {seeds[0]}'s, {ROUNDS} rounds in turn)")
@@ -60,7 +60,9 @@ def _with_prompt(config: Config, overrides: dict) -> Config:
     return dataclasses.replace(config, prompt=dataclasses.replace(config.prompt, **overrides)) if overrides else config
 
 
-def _run_variant(data_dir: Path, seed_dir: Path, config: Config, name: str, progress: Callable[[str], None]) -> dict:
+def run_variant(data_dir: Path, seed_dir: Path, config: Config, name: str, progress: Callable[[str], None]) -> dict:
+    """One variant at config.train.seed in seed_dir/<name>, after the pretraining run it starts from
+    (seed_dir/<pretrain_run>, shared by the variants naming it); finished runs are reused."""
     variant = VARIANTS[name]
     config = _with_prompt(config, variant.prompt)
     pretrain_seconds, start, pretrain_valid = 0.0, None, {}
