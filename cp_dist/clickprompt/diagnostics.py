@@ -65,6 +65,27 @@ def template_masks(batch: Batch, mask_token_id: int, special_ids: torch.Tensor, 
 
 
 @torch.no_grad()
+def value_ce_by_field(model: Callable[..., torch.Tensor], batches: Iterable[Batch], tokenizer, num_fields: int) -> list[dict]:
+    """mlm_diagnostics' masked values scored field by field, under own and shuffled prompts: which
+    fields the prompts carry (each field's gap), and which the text alone gives away. One process."""
+    sums = torch.zeros(num_fields, 2, dtype=torch.float64)
+    counts = torch.zeros(num_fields, dtype=torch.float64)
+    for batch in batches:
+        masked, labels = value_masks(batch, tokenizer.mask_token_id)
+        for field in range(num_fields):
+            field_labels = torch.where(batch.token_fields == field, labels, -100)
+            counts[field] += (field_labels != -100).sum()
+            if counts[field] == 0:
+                continue
+            for source, prompts_from in enumerate(("own", "shuffled")):
+                sums[field, source] += model(batch.ids, masked, batch.attention_mask, mlm_labels=field_labels,
+                                             mlm_tokens=torch.ones(()), prompts_from=prompts_from).double()
+    ce = sums / counts.clamp_min(1)[:, None]
+    return [{"field": field, "tokens": int(counts[field]), "ce_own": float(ce[field, 0]), "ce_shuffled": float(ce[field, 1]),
+             "gap": float(ce[field, 1] - ce[field, 0])} for field in range(num_fields)]
+
+
+@torch.no_grad()
 def mlm_diagnostics(model: Callable[..., torch.Tensor], batches: Iterable[Batch], tokenizer, device: torch.device,
                     autocast: Callable = nullcontext, prompts: bool = True) -> dict[str, float]:
     """MLM cross-entropies on masked values and template tokens under own / shuffled / no prompts.

@@ -8,7 +8,13 @@ from pathlib import Path
 import torch
 
 from cp_dist.checkpoint import rebuild
-from cp_dist.clickprompt.diagnostics import diagnostic_sample, mlm_diagnostics, tower_diagnostics, tower_logits
+from cp_dist.clickprompt.diagnostics import (
+    diagnostic_sample,
+    mlm_diagnostics,
+    tower_diagnostics,
+    tower_logits,
+    value_ce_by_field,
+)
 from cp_dist.config import Config, eval_batch_size
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
@@ -36,8 +42,10 @@ def diagnose_run(run_dir: Path, data_dir: Path, rows: int = 512) -> dict:
         own, shuffled = (predict(lambda b, source=source: tower_logits(model, b, source), test) for source in ("own", "shuffled"))
         split, figures = "test", tower_diagnostics(split_labels(data_dir, "test"), own, shuffled)
     else:
-        sample = diagnostic_sample(data_dir, rows)
-        split, figures = "valid", mlm_diagnostics(model, sample, load_tokenizer(meta.tokenizer["name"]), cpu)
+        sample, tokenizer = diagnostic_sample(data_dir, rows), load_tokenizer(meta.tokenizer["name"])
+        split, figures = "valid", mlm_diagnostics(model, sample, tokenizer, cpu)
+        figures["value_by_field"] = [{**entry, "field": meta.fields[entry["field"]].name}
+                                     for entry in value_ce_by_field(model, sample, tokenizer, len(meta.fields))]
     result = {"run": str(run_dir), "stage": index["stage"], "data": str(data_dir), "split": split, **figures}
     write_json(run_dir / DIAGNOSE_FILE, result)
     return result
@@ -51,6 +59,9 @@ def format_diagnosis(result: dict) -> str:
             lines.append(f"| {kind} tokens ({result[f'mlm_{kind}_tokens']:,}) | " + " | ".join(f"{v:.3f}" for v in ce) + " |")
         lines.append(f"\nMLM cross-entropy (nats) on {result['split']} rows; shuffled - own on values: "
                      f"{result['mlm_value_gap']:+.3f} (0 means the prompts carry nothing about their row)")
+        lines += ["", "| masked value of | tokens | own prompts | shuffled prompts | gap |", "|---|---|---|---|---|"]
+        lines += [f"| {e['field']} | {e['tokens']:,} | {e['ce_own']:.3f} | {e['ce_shuffled']:.3f} | {e['gap']:+.3f} |"
+                  for e in result["value_by_field"]]
     else:
         lines = ["| fused | CTR tower | PLM tower | PLM tower, shuffled prompts |", "|---|---|---|---|",
                  "| " + " | ".join(f"{result[k]:.4f}" for k in ("auc_fused", "auc_ctr", "auc_plm", "auc_plm_shuffled")) + " |",

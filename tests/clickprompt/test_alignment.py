@@ -62,6 +62,13 @@ def test_own_prompts_recover_what_only_they_know(setup, secret_data: Path, tmp_p
     print({k: round(v, 3) for k, v in diagnosis.items() if isinstance(v, float)})
     assert diagnosis["mlm_value_gap"] > 1.0, diagnosis
     assert diagnosis["mlm_value_ce_own"] < 0.5 * diagnosis["mlm_value_ce_none"], diagnosis
+    by_field = {e["field"]: e for e in diagnosis["value_by_field"]}
+    assert by_field["colour"]["gap"] > 1.0 and abs(by_field["item"]["gap"]) < 0.2, "the gap is the colour's: only the id knows it"
+    tokens = sum(e["tokens"] for e in by_field.values())
+    assert tokens == diagnosis["mlm_value_tokens"]
+    for source in ("own", "shuffled"):  # the fields' cross-entropies, weighted by tokens, are the whole
+        whole = sum(e["tokens"] * e[f"ce_{source}"] for e in by_field.values()) / tokens
+        assert whole == pytest.approx(diagnosis[f"mlm_value_ce_{source}"], rel=1e-4)
 
 
 def test_prompts_cut_off_from_their_row_show_no_gap(setup, secret_data: Path, tmp_path: Path, monkeypatch) -> None:
@@ -71,3 +78,4 @@ def test_prompts_cut_off_from_their_row_show_no_gap(setup, secret_data: Path, tm
     diagnosis = _pretrain(setup, secret_data, tmp_path / "constant", epochs=2)
     print({k: round(v, 3) for k, v in diagnosis.items() if isinstance(v, float)})
     assert abs(diagnosis["mlm_value_gap"]) < 0.05, diagnosis
+    assert all(abs(e["gap"]) < 0.05 for e in diagnosis["value_by_field"]), diagnosis["value_by_field"]
