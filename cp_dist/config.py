@@ -133,6 +133,10 @@ class PromptConfig:
     num_prompts: int = 5  # K prompts per layer
     placement: str = choice("deep", ("deep", "input"))  # per-layer prefix keys/values | input layer only
     generator_hidden: int | None = None  # None: the PLM's hidden size, as in the reference code
+    # layernorm: q normalised (LayerNorm) before the generator's tanh layer. PA-MLM can grow q until
+    # that tanh saturates on every row and the prompts are one constant (seed 1 of ML-1M: pre-tanh
+    # |x| 54, value gap 0; README, "MovieLens-1M, offline"); none: the paper's formula
+    generator_input_norm: str = choice("none", ("none", "layernorm"))
     pooling: str = choice("mean", ("mean", "cls"))  # how y_plm pools the last hidden states
     max_length: int = 128  # tokens of the row text
     # rows per evaluation batch of a model that reads the text (at most train.eval_batch_size): without

@@ -19,7 +19,7 @@ PLACEMENTS = ("deep", "input")
 
 class PromptGenerator(nn.Module):
     def __init__(self, q_dim: int, encoder: PromptedEncoder, num_prompts: int, placement: str = "deep",
-                 hidden: int | None = None):
+                 hidden: int | None = None, input_norm: str = "none"):
         super().__init__()
         if placement not in PLACEMENTS:
             raise UserError(f"prompt.placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
@@ -27,7 +27,9 @@ class PromptGenerator(nn.Module):
         self.layers, self.heads, self.head_dim = encoder.num_layers, encoder.num_heads, encoder.head_dim
         width = hidden or encoder.hidden
         per_prompt = 2 * self.layers * encoder.hidden if placement == "deep" else encoder.hidden
-        self.shared = nn.Sequential(nn.Linear(q_dim, width), nn.Tanh())
+        # the paper's shared first layer, optionally behind a LayerNorm of q (PromptConfig.generator_input_norm)
+        norm = [nn.LayerNorm(q_dim)] if input_norm == "layernorm" else []
+        self.shared = nn.Sequential(*norm, nn.Linear(q_dim, width), nn.Tanh())
         self.output = nn.Linear(width, num_prompts * per_prompt)
 
     @property

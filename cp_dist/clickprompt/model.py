@@ -49,7 +49,8 @@ class ClickPrompt(nn.Module):
         self.ctr, self.encoder, self.pooling = ctr, encoder, config.pooling
         # No prompts (num_prompts=0) leaves two towers fused only at the logit: the paper's ablation.
         self.generator = (
-            PromptGenerator(ctr.backbone.q_dim, encoder, config.num_prompts, config.placement, config.generator_hidden)
+            PromptGenerator(ctr.backbone.q_dim, encoder, config.num_prompts, config.placement, config.generator_hidden,
+                            config.generator_input_norm)
             if config.num_prompts > 0 else None
         )
         hidden = encoder.hidden

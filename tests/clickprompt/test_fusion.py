@@ -124,6 +124,35 @@ def test_generator_size_is_explicit() -> None:
     assert narrow(torch.randn(4, 10)).vectors.shape == (4, 5, hidden) and narrow.num_parameters < deep.num_parameters
 
 
+@pytest.mark.parametrize("input_norm", ["none", "layernorm"])
+def test_generator_computes_the_papers_formula(input_norm: str) -> None:
+    """Prompt k of layer l, key or value, head h: rows of W2 tanh(W1 norm(q) + b1) + b2, by hand."""
+    torch.manual_seed(0)
+    encoder = _tiny("bert")
+    generator = PromptGenerator(q_dim=10, encoder=encoder, num_prompts=3, input_norm=input_norm)
+    q = torch.randn(4, 10)
+    normed = torch.nn.functional.layer_norm(q, (10,)) if input_norm == "layernorm" else q  # fresh LayerNorm: 1 and 0
+    first, second = generator.shared[-2], generator.output
+    flat = torch.tanh(normed @ first.weight.T + first.bias) @ second.weight.T + second.bias
+    prompts = generator(q)
+    heads, size, hidden = encoder.num_heads, encoder.head_dim, encoder.hidden
+    for k, kind, layer, head in [(0, 0, 0, 0), (2, 1, encoder.num_layers - 1, heads - 1), (1, 0, 1, 1)]:
+        start = ((k * 2 + kind) * encoder.num_layers + layer) * hidden + head * size
+        got = (prompts.keys if kind == 0 else prompts.values)[layer, :, head, k]
+        torch.testing.assert_close(got, flat[:, start:start + size])
+
+
+def test_a_normalised_q_keeps_the_prompts_apart_where_the_tanh_would_saturate() -> None:
+    """q far from 0 with little spread across rows (what PA-MLM made of seed 1's on ML-1M): the paper's
+    tanh saturates and every row gets the same prompts; a LayerNorm in front keeps them apart."""
+    torch.manual_seed(0)
+    encoder = _tiny("bert")
+    q = 200 + 0.5 * torch.randn(16, 10)
+    spread = {norm: PromptGenerator(10, encoder, 3, input_norm=norm)(q).keys.std(1).mean().item()
+              for norm in ("none", "layernorm")}
+    assert spread["none"] < 1e-3 < 0.05 < spread["layernorm"], spread
+
+
 def test_bundled_minilm_gets_a_fresh_head_tied_to_its_word_embeddings() -> None:
     model, fresh = load_masked_lm("minilm")
     assert fresh
