@@ -1,5 +1,6 @@
 """Comparisons over seeds: `cp-dist compare` (the paper's: baseline, ClickPrompt without / with the
-PLM, ablations) and `cp-dist ctr-table` (the CTR backbones)."""
+PLM, ablations), `cp-dist reproduce` (the paper's tables), `cp-dist ctr-table` (the CTR backbones);
+and `cp-dist tune`, the recipe search that chooses what they compare."""
 
 from __future__ import annotations
 
@@ -39,8 +40,11 @@ def _reproduce(args: argparse.Namespace) -> None:
 
 def _tune(args: argparse.Namespace) -> None:
     from cp_dist.data.meta import DatasetMeta
+    from cp_dist.errors import UserError
     from cp_dist.training.tune import format_search, read_space, run_search
 
+    if args.trials < 1:
+        raise UserError(f"--trials {args.trials}: expected at least 1")
     config = config_from(args)
     space = read_space(args.space, config)  # checked before a cluster starts
     preset = args.preset or DatasetMeta.load(args.data).dataset
