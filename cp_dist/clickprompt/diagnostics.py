@@ -64,6 +64,21 @@ def template_masks(batch: Batch, mask_token_id: int, special_ids: torch.Tensor, 
     return torch.where(selected, mask_token_id, batch.input_ids), torch.where(selected, batch.input_ids, -100)
 
 
+#: |tanh| above this counts as saturated: its derivative is below 0.002
+SATURATED = 0.999
+
+
+@torch.no_grad()
+def generator_saturation(model, batches: Iterable[Batch]) -> dict[str, float]:
+    """How far the prompt generator's tanh layer is from constant: the share of its units saturated
+    (|tanh| > SATURATED) on the rows, the units' spread across rows, and the mean |q| it reads. All
+    saturated, the prompts are one constant whatever the row, and no gradient reaches the CTR model."""
+    q = torch.cat([model.ctr.interact(model.ctr.embed(batch.ids)) for batch in batches])
+    hidden = model.generator.shared(q)
+    return {"generator_saturated_share": float((hidden.abs() > SATURATED).float().mean()),
+            "generator_hidden_std": float(hidden.std(0).mean()), "q_abs_mean": float(q.abs().mean())}
+
+
 @torch.no_grad()
 def value_ce_by_field(model: Callable[..., torch.Tensor], batches: Iterable[Batch], tokenizer, num_fields: int) -> list[dict]:
     """mlm_diagnostics' masked values scored field by field, under own and shuffled prompts: which

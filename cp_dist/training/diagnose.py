@@ -10,6 +10,7 @@ import torch
 from cp_dist.checkpoint import rebuild
 from cp_dist.clickprompt.diagnostics import (
     diagnostic_sample,
+    generator_saturation,
     mlm_diagnostics,
     tower_diagnostics,
     tower_logits,
@@ -46,6 +47,7 @@ def diagnose_run(run_dir: Path, data_dir: Path, rows: int = 512) -> dict:
         split, figures = "valid", mlm_diagnostics(model, sample, tokenizer, cpu)
         figures["value_by_field"] = [{**entry, "field": meta.fields[entry["field"]].name}
                                      for entry in value_ce_by_field(model, sample, tokenizer, len(meta.fields))]
+        figures |= generator_saturation(model, sample)
     result = {"run": str(run_dir), "stage": index["stage"], "data": str(data_dir), "split": split, **figures}
     write_json(run_dir / DIAGNOSE_FILE, result)
     return result
@@ -62,6 +64,9 @@ def format_diagnosis(result: dict) -> str:
         lines += ["", "| masked value of | tokens | own prompts | shuffled prompts | gap |", "|---|---|---|---|---|"]
         lines += [f"| {e['field']} | {e['tokens']:,} | {e['ce_own']:.3f} | {e['ce_shuffled']:.3f} | {e['gap']:+.3f} |"
                   for e in result["value_by_field"]]
+        lines.append(f"\nprompt generator: {result['generator_saturated_share']:.0%} of its tanh units saturated, their std "
+                     f"across rows {result['generator_hidden_std']:.3g}, mean |q| {result['q_abs_mean']:.3g} (all saturated: "
+                     "one constant prompt for every row)")
     else:
         lines = ["| fused | CTR tower | PLM tower | PLM tower, shuffled prompts |", "|---|---|---|---|",
                  "| " + " | ".join(f"{result[k]:.4f}" for k in ("auc_fused", "auc_ctr", "auc_plm", "auc_plm_shuffled")) + " |",

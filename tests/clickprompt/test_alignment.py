@@ -62,6 +62,7 @@ def test_own_prompts_recover_what_only_they_know(setup, secret_data: Path, tmp_p
     print({k: round(v, 3) for k, v in diagnosis.items() if isinstance(v, float)})
     assert diagnosis["mlm_value_gap"] > 1.0, diagnosis
     assert diagnosis["mlm_value_ce_own"] < 0.5 * diagnosis["mlm_value_ce_none"], diagnosis
+    assert diagnosis["generator_saturated_share"] < 0.5 and diagnosis["generator_hidden_std"] > 0.05, diagnosis
     by_field = {e["field"]: e for e in diagnosis["value_by_field"]}
     assert by_field["colour"]["gap"] > 1.0 and abs(by_field["item"]["gap"]) < 0.2, "the gap is the colour's: only the id knows it"
     tokens = sum(e["tokens"] for e in by_field.values())

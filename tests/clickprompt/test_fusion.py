@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+from cp_dist.clickprompt.diagnostics import generator_saturation
 from cp_dist.clickprompt.generator import PromptGenerator
 from cp_dist.clickprompt.model import ClickPrompt
 from cp_dist.config import CTRConfig, PromptConfig
@@ -151,6 +154,22 @@ def test_a_normalised_q_keeps_the_prompts_apart_where_the_tanh_would_saturate() 
     spread = {norm: PromptGenerator(10, encoder, 3, input_norm=norm)(q).keys.std(1).mean().item()
               for norm in ("none", "layernorm")}
     assert spread["none"] < 1e-3 < 0.05 < spread["layernorm"], spread
+
+
+def test_the_saturation_diagnostic_sees_a_generator_stuck_at_one_constant() -> None:
+    torch.manual_seed(0)
+    fields = [FieldMeta(f"f{k}", f"F{k}", "user", 10, 0) for k in range(3)]
+    ctr = CTRModel(fields, CTRConfig(model="dcnv2", embedding_dim=8, mlp=[16], cross_layers=1))
+    initialize_tables(ctr, seed=0, std=0.1)
+    model = SimpleNamespace(ctr=ctr, generator=PromptGenerator(ctr.backbone.q_dim, _tiny("bert"), num_prompts=3))
+    batches = [SimpleNamespace(ids=torch.randint(1, 10, (32, 3)))]
+    healthy = generator_saturation(model, batches)
+    assert healthy["generator_saturated_share"] < 0.1 and healthy["generator_hidden_std"] > 0.01, healthy
+    with torch.no_grad():
+        model.generator.shared[0].bias.fill_(1e4)  # every unit pinned at tanh = 1, whatever q
+    stuck = generator_saturation(model, batches)
+    assert stuck["generator_saturated_share"] == 1.0 and stuck["generator_hidden_std"] == 0.0, stuck
+    assert stuck["q_abs_mean"] == healthy["q_abs_mean"] > 0
 
 
 def test_bundled_minilm_gets_a_fresh_head_tied_to_its_word_embeddings() -> None:
