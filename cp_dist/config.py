@@ -158,6 +158,9 @@ class PAMLMConfig(StageConfig):
     # fields: whole field values (each field with mask_probability, at least one per row); tokens: BERT's 15%
     masking: str = choice("fields", ("tokens", "fields"))
     mask_probability: float = 0.3
+    # masking "fields": the fields whose values may be masked ([]: every field). Side attributes only
+    # (e.g. [age, occupation, genre]) keep the id tables from being trained to spell their own ids.
+    mask_fields: list[str] = field(default_factory=list)
     diagnose_rows: int = 512  # valid rows the alignment diagnostics read at each evaluation
     splits: list[str] = field(default_factory=lambda: ["train", "valid"])  # the paper's; never test
 

@@ -50,3 +50,12 @@ def test_unknown_choices_are_usage_errors(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", "--data", "x", "--out", "y", "--variants", "clickprompt-xl"])
     assert exit_info.value.code == 2 and "invalid choice: 'clickprompt-xl'" in capsys.readouterr().err
+
+
+def test_compare_variant_presets(ml100k_prepared: Path, tmp_path: Path, capsys) -> None:
+    base = ["compare", "--data", str(ml100k_prepared), "--out", str(tmp_path / "cmp")]
+    assert "--variant-preset 'ctr': expected VARIANT=PRESET" in _error([*base, "--variant-preset", "ctr"], capsys)
+    assert "--variant-preset 'dcn=ml-100k': expected VARIANT=PRESET" in _error([*base, "--variant-preset", "dcn=ml-100k"], capsys)
+    assert "--variant-preset: ctr is given twice" in _error(
+        [*base, "--variant-preset", "ctr=ml-100k", "--variant-preset", "ctr=ml-1m"], capsys)
+    assert not (tmp_path / "cmp").exists()

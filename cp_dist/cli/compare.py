@@ -17,9 +17,24 @@ def _compare(args: argparse.Namespace) -> None:
     from cp_dist.training.comparison import format_comparison, run_comparison
 
     payload = run_comparison(args.data, args.out, config_from(args), seeds=args.seeds, variants=args.variants,
-                             results_dir=args.results)
+                             results_dir=args.results, variant_configs=_variant_configs(args))
     print(format_comparison(payload))
     print(f"wrote {args.results or args.out}/comparison.json and comparison.md")
+
+
+def _variant_configs(args: argparse.Namespace) -> dict:
+    """--variant-preset VARIANT=PRESET: that variant's own preset (with the same --set and options)."""
+    from cp_dist.errors import UserError
+
+    configs = {}
+    for given in args.variant_preset:
+        variant, sep, preset = given.partition("=")
+        if not sep or variant not in VARIANTS or not preset:
+            raise UserError(f"--variant-preset {given!r}: expected VARIANT=PRESET with a variant of {', '.join(VARIANTS)}")
+        if variant in configs:
+            raise UserError(f"--variant-preset: {variant} is given twice")
+        configs[variant] = config_from(args, preset)
+    return configs
 
 
 def _ctr_table(args: argparse.Namespace) -> None:
@@ -70,6 +85,10 @@ def add_commands(commands) -> None:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=MAIN_VARIANTS, metavar="VARIANT",
                    help=f"default: {' '.join(MAIN_VARIANTS)}; the baseline always runs")
     p.add_argument("--results", type=Path, help="where comparison.json / .md go (default: --out)")
+    p.add_argument("--variant-preset", action="append", default=[], metavar="VARIANT=PRESET",
+                   help="train VARIANT under its own preset (e.g. the best-<variant>.yaml of `cp-dist tune`), with the "
+                   "same --set; repeatable. Variants sharing a pretraining run must agree on it: a run is never reused "
+                   "under other settings")
     training_options(p)
     p.set_defaults(handler=_compare, model=None)
 

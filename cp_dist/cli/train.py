@@ -12,8 +12,8 @@ from cp_dist.ctr.backbones import BACKBONES
 from cp_dist.training.stages import STAGES
 
 
-def config_from(args: argparse.Namespace):
-    """The preset (default: the data set's own) with --set and the shortcut options applied."""
+def config_from(args: argparse.Namespace, preset: str | None = None):
+    """The preset (default: --preset, else the data set's own) with --set and the shortcut options applied."""
     from cp_dist.config import load_config
     from cp_dist.data.meta import DatasetMeta
 
@@ -21,7 +21,7 @@ def config_from(args: argparse.Namespace):
     for option, key in (("model", "ctr.model"), ("nproc", "distributed.nproc"), ("sharding", "distributed.sharding")):
         if getattr(args, option, None) is not None:
             overrides.append(f"{key}={getattr(args, option)}")
-    return load_config(args.preset or DatasetMeta.load(args.data).dataset, overrides)
+    return load_config(preset or args.preset or DatasetMeta.load(args.data).dataset, overrides)
 
 
 def _train(args: argparse.Namespace) -> None:

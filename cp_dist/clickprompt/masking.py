@@ -27,12 +27,18 @@ UNITS = ("tokens", "fields")
 
 class TokenMasker:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, seed: int, probability: float = 0.15, width: int = 512,
-                 unit: str = "tokens", num_fields: int = 0):
+                 unit: str = "tokens", num_fields: int = 0, maskable: list[int] | None = None):
         """width: the longest tokenized text (the data's tokenization max_length); draws are made
         for that many positions, so masks depend on it but not on how a batch is padded.
-        num_fields: the data's fields (unit "fields")."""
+        num_fields: the data's fields (unit "fields"); maskable: the indices of those that may be
+        masked (None: all). Draws are made for every field, so a subset masks a subset of the same
+        draws."""
         assert unit in UNITS, unit
         self.seed, self.probability, self.width, self.unit, self.num_fields = seed, probability, width, unit, num_fields
+        self.maskable = torch.ones(num_fields, dtype=torch.bool)
+        if maskable is not None:
+            self.maskable = torch.zeros(num_fields, dtype=torch.bool)
+            self.maskable[maskable] = True
         self.mask_token_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
         self._special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
 
@@ -54,20 +60,22 @@ class TokenMasker:
             selected = (draws[0] < self.probability) & ~special
         else:
             field_draws = torch.rand(global_rows, self.num_fields, generator=generator)[part]
-            selected = select_fields(token_fields, field_draws, self.probability) & ~special
+            selected = select_fields(token_fields, field_draws, self.probability, self.maskable) & ~special
         to_mask = selected & (draws[1] < MASK_SHARE)
         to_randomize = selected & ~to_mask & (draws[2] < RANDOM_SHARE / (1 - MASK_SHARE))
         masked = torch.where(to_mask, self.mask_token_id, torch.where(to_randomize, tokens, input_ids))
         return masked, torch.where(selected, input_ids, -100)
 
 
-def select_fields(token_fields: torch.Tensor, draws: torch.Tensor, probability: float) -> torch.Tensor:
-    """[B, T] tokens of the fields whose draw ([B, F]) is below `probability`; a row with none picks
-    its present field with the lowest draw, so every row has a value to recover."""
+def select_fields(token_fields: torch.Tensor, draws: torch.Tensor, probability: float,
+                  maskable: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, T] tokens of the maskable fields ([F] bool, default all) whose draw ([B, F]) is below
+    `probability`; a row with none picks its present maskable field with the lowest draw, so every
+    row has a value to recover."""
     rows, num_fields = draws.shape
     present = torch.zeros(rows, num_fields + 1, dtype=torch.bool)
     present.scatter_(1, token_fields.clamp_min(-1) + 1, True)  # column 0: the template
-    present = present[:, 1:]
+    present = present[:, 1:] & (True if maskable is None else maskable)
     picked = (draws < probability) & present
     lowest = torch.where(present, draws, torch.inf).argmin(1)
     none = ~picked.any(1) & present.any(1)

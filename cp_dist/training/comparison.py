@@ -30,30 +30,41 @@ from cp_dist.training.variants import BASELINE, MAIN_VARIANTS, VARIANTS
 
 def run_comparison(
     data_dir: Path, out_dir: Path, config: Config, *, seeds: Sequence[int], variants: Sequence[str] = MAIN_VARIANTS,
-    results_dir: Path | None = None, progress: Callable[[str], None] = print,
+    results_dir: Path | None = None, progress: Callable[[str], None] = print, variant_configs: dict[str, Config] | None = None,
 ) -> dict:
-    """Trains every (variant, seed) and writes comparison.json and comparison.md to results_dir
-    (default out_dir). Returns the JSON payload."""
-    unknown = [v for v in variants if v not in VARIANTS]
+    """Trains every (variant, seed) under `config`, or under its own in variant_configs (a tuned
+    recipe each, as `cp-dist tune` chooses them), and writes comparison.json and comparison.md to
+    results_dir (default out_dir). Returns the JSON payload."""
+    variant_configs = variant_configs or {}
+    unknown = [v for v in [*variants, *variant_configs] if v not in VARIANTS]
     if unknown:
         raise UserError(f"unknown variant {unknown[0]!r}; expected some of {', '.join(VARIANTS)}")
     variants = [BASELINE, *[v for v in variants if v != BASELINE]]  # relative changes need the baseline
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for seed in seeds:
-        seed_config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
         for name in variants:
+            own = variant_configs.get(name, config)
+            seed_config = dataclasses.replace(own, train=dataclasses.replace(own.train, seed=seed))
             runs[name].append(run_variant(data_dir, out_dir / f"seed{seed}", seed_config, name, progress))
     scoring = {}
     if len(runs) > 1:  # a backbone alone costs what it costs
         progress(f"timing each variant's served model on the test split (seed {seeds[0]}'s, {ROUNDS} rounds in turn)")
         scoring = scoring_seconds_per_1k_rows({name: Path(variant_runs[0]["run"]) for name, variant_runs in runs.items()},
                                               data_dir)
-    payload = _summarize(runs, seeds, config, data_dir, scoring)
+    payload = _summarize(runs, seeds, config, data_dir, scoring) | {
+        "variant_recipes": {name: recipe_difference(config, own) for name, own in variant_configs.items() if name in runs}}
     results_dir = results_dir or out_dir
     write_json(results_dir / "comparison.json", payload)
     with atomic_file(results_dir / "comparison.md") as tmp:
         tmp.write_text(format_comparison(payload))
     return payload
+
+
+def recipe_difference(base: Config, own: Config) -> dict[str, object]:
+    """The settings (section.key) in which `own` differs from `base`, with own's values."""
+    before, after = base.to_dict(), own.to_dict()
+    return {f"{section}.{key}": value for section, values in after.items() for key, value in values.items()
+            if before[section][key] != value}
 
 
 def _with_prompt(config: Config, overrides: dict) -> Config:
@@ -171,6 +182,9 @@ def format_comparison(payload: dict) -> str:
         "pretraining run (PA-MLM, CTRL) the variant starts from. scoring x: the served model's time to score the "
         f"first {ROWS:,} test rows (or all, if fewer) relative to the baseline's (seed {seeds[0]}'s models, in turns, "
         "on this machine's CPU).",
+        *[f"{name} trains under its own preset, which differs in: "
+          + ", ".join(f"{key}={value}" for key, value in recipe.items()) + "." for name, recipe in
+          payload.get("variant_recipes", {}).items() if recipe],
         "",
         "| variant | test AUC | test LogLoss | rel. AUC change | p (t) | p (DeLong) | p (DeLong, long-tail items) | a "
         "| value gap | CTR tower | PLM shuffled | seconds | scoring x |",

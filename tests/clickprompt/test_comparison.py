@@ -90,3 +90,16 @@ def test_unknown_variant(setup, tmp_path: Path) -> None:
     base, settings = setup
     with pytest.raises(UserError, match="unknown variant 'clickprompt-xl'"):
         run_comparison(base / "data", tmp_path, load_config("ml-1m", settings), seeds=[0], variants=["clickprompt-xl"])
+
+
+def test_a_variant_trains_under_its_own_preset(setup, tmp_path: Path) -> None:
+    base, settings = setup
+    config = load_config("ml-1m", settings)
+    tuned = load_config("ml-1m", [*settings, "ctr.dropout=0.2", "train.dense_lr=0.002"])
+    payload = run_comparison(base / "data", tmp_path, config, seeds=[0], variants=["ctr"], progress=lambda _: None,
+                             variant_configs={"ctr": tuned})
+    recorded = json.loads((tmp_path / "seed0" / "ctr" / "run.json").read_text())["config"]
+    assert recorded["ctr"]["dropout"] == 0.2 and recorded["train"]["dense_lr"] == 0.002
+    assert payload["variant_recipes"] == {"ctr": {"ctr.dropout": 0.2, "train.dense_lr": 0.002}}
+    assert "ctr trains under its own preset, which differs in: ctr.dropout=0.2, train.dense_lr=0.002." in \
+        (tmp_path / "comparison.md").read_text()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 import torch
 
 from cp_dist.clickprompt.masking import TokenMasker
 from cp_dist.data.meta import FieldMeta
 from cp_dist.data.text import render_text, token_fields, value_spans
+from cp_dist.errors import UserError
 from cp_dist.pretrained import load_tokenizer
+from cp_dist.training.stages.pamlm import maskable_fields
 
 
 def test_masking_rates_and_special_tokens() -> None:
@@ -90,3 +93,24 @@ def test_whole_field_values_are_masked_together() -> None:
     assert abs((masked[selected] == tokenizer.mask_token_id).float().mean() - 0.8) < 0.02 and abs(kept - 0.1) < 0.02
     part_masked, part_labels = masker(ids[1000:1500], step=0, first_row=1000, global_rows=3000, token_fields=owners[1000:1500])
     assert torch.equal(part_labels, labels[1000:1500]) and torch.equal(part_masked, masked[1000:1500])
+
+
+def test_masking_restricted_to_some_fields_masks_only_those_and_a_value_in_every_row() -> None:
+    tokenizer = load_tokenizer("minilm")
+    ids, owners = _three_fields(2000)
+    some = TokenMasker(tokenizer, seed=0, probability=0.2, width=ids.shape[1], unit="fields", num_fields=3, maskable=[0, 2])
+    selected = some(ids, step=0, token_fields=owners)[1] != -100
+    assert not (selected & (owners == 1)).any(), "the title (field 1) is never masked"
+    per_field = torch.stack([(selected & (owners == k)).any(1) for k in range(3)], 1)
+    assert per_field.any(1).all(), "every row still has a value to recover"
+    expected = 0.2 + 0.8**2 / 2  # drawn below 0.2, or the lower draw of the two where neither was
+    assert (abs(per_field[:, [0, 2]].float().mean(0) - expected) < 0.03).all()
+
+
+def test_unknown_mask_fields_are_refused_naming_the_field() -> None:
+    class Meta:
+        fields = (FieldMeta("age", "Age", "user", 5, 0), FieldMeta("genre", "Genre", "item", 3, 5))
+
+    assert maskable_fields([], Meta) is None and maskable_fields(["genre"], Meta) == [1]
+    with pytest.raises(UserError, match="unknown field.*colour.*the data has age, genre"):
+        maskable_fields(["colour", "genre"], Meta)

@@ -35,7 +35,8 @@ class PAMLM(ClickPromptStage):
         self.tokenizer = load_tokenizer(config.prompt.plm)
         self.masker = TokenMasker(self.tokenizer, seed=config.train.seed, probability=self.settings.mask_probability,
                                   width=meta.tokenizer["max_length"],  # the longest text the data can hold
-                                  unit=self.settings.masking, num_fields=len(meta.fields))
+                                  unit=self.settings.masking, num_fields=len(meta.fields),
+                                  maskable=maskable_fields(self.settings.mask_fields, meta))
 
     @property
     def train_splits(self) -> tuple[str, ...]:
@@ -50,6 +51,9 @@ class PAMLM(ClickPromptStage):
         super().check(config, data_dir, init_from)
         if not config.pamlm.splits or not set(config.pamlm.splits) <= {"train", "valid"}:
             raise UserError(f"pamlm.splits {config.pamlm.splits}: expected train, valid or both (never test)")
+        maskable_fields(config.pamlm.mask_fields, DatasetMeta.load(data_dir))
+        if config.pamlm.mask_fields and config.pamlm.masking != "fields":
+            raise UserError(f"pamlm.mask_fields {config.pamlm.mask_fields} needs pamlm.masking: fields (got {config.pamlm.masking!r})")
         if cls.architecture == "clickprompt" and config.prompt.num_prompts < 1:
             raise UserError("PA-MLM aligns the CTR model with the PLM through prompts: prompt.num_prompts must be at least 1")
 
@@ -89,3 +93,14 @@ class PAMLM(ClickPromptStage):
         with self.autocast():
             return model(batch.ids, masked.to(rank.device), batch.attention_mask, mlm_labels=labels,
                          mlm_tokens=tokens / rank.world_size)
+
+
+def maskable_fields(names: list[str], meta: DatasetMeta) -> list[int] | None:
+    """The indices of pamlm.mask_fields in the data's fields (None: every field may be masked)."""
+    if not names:
+        return None
+    known = [f.name for f in meta.fields]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UserError(f"pamlm.mask_fields: unknown field(s) {', '.join(unknown)}; the data has {', '.join(known)}")
+    return [known.index(name) for name in names]
