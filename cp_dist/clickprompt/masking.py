@@ -35,10 +35,8 @@ class TokenMasker:
         draws."""
         assert unit in UNITS, unit
         self.seed, self.probability, self.width, self.unit, self.num_fields = seed, probability, width, unit, num_fields
-        self.maskable = torch.ones(num_fields, dtype=torch.bool)
-        if maskable is not None:
-            self.maskable = torch.zeros(num_fields, dtype=torch.bool)
-            self.maskable[maskable] = True
+        self.maskable = torch.ones(num_fields, dtype=torch.bool) if maskable is None else \
+            torch.isin(torch.arange(num_fields), torch.tensor(maskable, dtype=torch.long))
         self.mask_token_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
         self._special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
 
@@ -67,15 +65,14 @@ class TokenMasker:
         return masked, torch.where(selected, input_ids, -100)
 
 
-def select_fields(token_fields: torch.Tensor, draws: torch.Tensor, probability: float,
-                  maskable: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, T] tokens of the maskable fields ([F] bool, default all) whose draw ([B, F]) is below
+def select_fields(token_fields: torch.Tensor, draws: torch.Tensor, probability: float, maskable: torch.Tensor) -> torch.Tensor:
+    """[B, T] tokens of the maskable fields ([F] bool) whose draw ([B, F]) is below
     `probability`; a row with none picks its present maskable field with the lowest draw, so every
     row has a value to recover."""
     rows, num_fields = draws.shape
     present = torch.zeros(rows, num_fields + 1, dtype=torch.bool)
     present.scatter_(1, token_fields.clamp_min(-1) + 1, True)  # column 0: the template
-    present = present[:, 1:] & (True if maskable is None else maskable)
+    present = present[:, 1:] & maskable
     picked = (draws < probability) & present
     lowest = torch.where(present, draws, torch.inf).argmin(1)
     none = ~picked.any(1) & present.any(1)

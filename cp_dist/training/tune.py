@@ -156,9 +156,12 @@ def _trial(params: dict[str, Any], *, data_dir: Path, out_dir: Path, config: Con
 def _write_preset(path: Path, preset: str, config: Config, variant: str, best: dict) -> None:
     """The best trial's configuration as a preset: `extends` the one searched from, with every value
     that differs from it (the search's --set overrides and the trial's parameters)."""
-    chosen, base = with_overrides(config, overrides_of(best["params"])).to_dict(), load_config(preset).to_dict()
-    sections = {name: changed for name, values in chosen.items()
-                if (changed := {key: value for key, value in values.items() if base[name][key] != value})}
+    from cp_dist.training.comparison import recipe_difference
+
+    sections: dict[str, dict] = {}
+    for dotted, value in recipe_difference(load_config(preset), with_overrides(config, overrides_of(best["params"]))).items():
+        section, key = dotted.split(".", 1)
+        sections.setdefault(section, {})[key] = value
     header = (f"# cp-dist tune: the best of its trials for {variant} by validation AUC ({best[OBJECTIVE]:.4f}, trial "
               f"{best['trial']}); use it with --preset {path.name}\n")
     with atomic_file(path) as tmp:
