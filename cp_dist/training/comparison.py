@@ -24,7 +24,7 @@ from cp_dist.training.evaluate import split_labels
 from cp_dist.training.loop import StageJob
 from cp_dist.training.runner import train
 from cp_dist.training.scoring_cost import ROUNDS, ROWS, scoring_seconds_per_1k_rows
-from cp_dist.training.significance import LONG_TAIL_SHARE, auc_by_long_tail, delong_test, long_tail_masks
+from cp_dist.training.significance import LONG_TAIL_SHARE, auc_by_long_tail, auc_by_user_seen, delong_test, long_tail_masks
 from cp_dist.training.variants import BASELINE, MAIN_VARIANTS, VARIANTS
 
 
@@ -127,7 +127,8 @@ def _summarize(runs: dict[str, list[dict]], seeds: Sequence[int], config: Config
                "retrieval_chance": variant_runs[0]["retrieval_chance"],
                "auc_ctr_tower": [r["test"].get("auc_ctr") for r in variant_runs],
                "auc_plm_shuffled": [r["test"].get("auc_plm_shuffled") for r in variant_runs],
-               "long_tail": _long_tail(labels, predictions, masks),
+               "long_tail": _seed_mean_cells(auc_by_long_tail, labels, predictions, masks),
+               "by_user_seen": _seed_mean_cells(auc_by_user_seen, labels, predictions, masks),
                "scoring_seconds_per_1k_rows": scoring.get(name),
                "scoring_cost": scoring[name] / scoring[BASELINE] if scoring else None}
         row["test_auc_mean"], row["test_auc_std"] = _mean_std(auc)
@@ -145,9 +146,10 @@ def _summarize(runs: dict[str, list[dict]], seeds: Sequence[int], config: Config
             "long_tail_share": LONG_TAIL_SHARE, "rows": rows}
 
 
-def _long_tail(labels: np.ndarray, predictions: np.ndarray, masks: dict[str, np.ndarray]) -> list[dict]:
-    """Each long-tail cell's AUC, mean over seeds."""
-    per_seed = [auc_by_long_tail(labels, p, masks) for p in predictions]
+def _seed_mean_cells(cells_of: Callable[..., list[dict]], labels: np.ndarray, predictions: np.ndarray,
+                     masks: dict[str, np.ndarray]) -> list[dict]:
+    """Each cell's AUC (cells_of: auc_by_long_tail or auc_by_user_seen), mean over seeds."""
+    per_seed = [cells_of(labels, p, masks) for p in predictions]
     return [{**cells[0], "auc": _mean([c["auc"] for c in cells])} for cells in zip(*per_seed)]
 
 
@@ -213,4 +215,18 @@ def format_comparison(payload: dict) -> str:
     for row in payload["rows"]:
         lines.append(f"| {row['variant']} | " + " | ".join("–" if c["auc"] is None else f"{c['auc']:.4f}"
                                                            for c in row["long_tail"]) + " |")
+    lines += ["", "Test AUC by whether the row's user was seen in training (never-seen users share the "
+              "out-of-vocabulary row), mean over seeds; in brackets the change against the baseline.", "",
+              "| variant | " + " | ".join(f"user {'seen' if c['user_seen'] else 'never seen'} ({c['rows']:,} rows)"
+                                         for c in payload["rows"][0]["by_user_seen"]) + " |", "|---|---|---|"]
+    baseline = payload["rows"][0]["by_user_seen"]
+    for row in payload["rows"]:
+        lines.append(f"| {row['variant']} | " + " | ".join(_cell_against(c["auc"], b["auc"])
+                                                           for c, b in zip(row["by_user_seen"], baseline)) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell_against(auc: float | None, baseline: float | None) -> str:
+    if auc is None:
+        return "–"
+    return f"{auc:.4f}" if baseline is None or auc == baseline else f"{auc:.4f} ({100 * (auc - baseline) / baseline:+.2f}%)"

@@ -1,5 +1,7 @@
-"""Per-row statistics of test predictions: DeLong's test of an AUC difference on the same rows, and
-AUC by long-tail user x long-tail item (the paper's Table 6).
+"""Per-row statistics of test predictions: DeLong's test of an AUC difference on the same rows,
+AUC by long-tail user x long-tail item (the paper's Table 6) and AUC by whether the row's user was
+seen in training at all (under a time split most test users were not: they share the
+out-of-vocabulary row).
 
 The paired t-test across seeds asks whether a gain survives another seed; DeLong's test asks
 whether it survives another sample of test rows. Here it tests the difference of the seed-mean AUCs
@@ -52,7 +54,8 @@ def delong_test(labels: np.ndarray, model: np.ndarray, baseline: np.ndarray) -> 
 
 def long_tail_masks(data_dir: Path, split: str = "test") -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """For each row of the split, whether its user and its item are long-tail ids ({"user": [rows],
-    "item": [rows]}), and each side's training-count threshold (long tail: count <= threshold).
+    "item": [rows]}) and whether they were never seen in training ("user_unseen", "item_unseen"), and
+    each side's training-count threshold (long tail: count <= threshold).
     A side's id field is its first field (the user id and the item id in every supported data set)."""
     meta = DatasetMeta.load(data_dir)
     vocab = pq.read_table(data_dir / VOCAB_FILE, columns=["field", "index", "train_count"]).to_pandas()
@@ -67,6 +70,7 @@ def long_tail_masks(data_dir: Path, split: str = "test") -> tuple[dict[str, np.n
         share = np.cumsum(ordered) / max(1, ordered.sum())
         thresholds[side] = int(ordered[np.searchsorted(share, LONG_TAIL_SHARE)]) if len(ordered) else 0
         masks[side] = counts[rows[field.name].to_numpy()] <= thresholds[side]
+        masks[f"{side}_unseen"] = counts[rows[field.name].to_numpy()] == 0
     return masks, thresholds
 
 
@@ -76,6 +80,20 @@ def auc_by_long_tail(labels: np.ndarray, probabilities: np.ndarray, masks: dict[
     for user in (True, False):
         for item in (True, False):
             rows = (masks["user"] == user) & (masks["item"] == item)
-            auc = float(roc_auc_score(labels[rows], probabilities[rows])) if len(set(labels[rows])) == 2 else None
-            cells.append({"long_tail_user": user, "long_tail_item": item, "rows": int(rows.sum()), "auc": auc})
+            cells.append({"long_tail_user": user, "long_tail_item": item, "rows": int(rows.sum()),
+                          "auc": _auc_on(labels, probabilities, rows)})
     return cells
+
+
+def auc_by_user_seen(labels: np.ndarray, probabilities: np.ndarray, masks: dict[str, np.ndarray]) -> list[dict]:
+    """AUC on the rows whose user was seen in training and on those whose user was not (None where a
+    group has one class only)."""
+    cells = []
+    for unseen in (False, True):
+        rows = masks["user_unseen"] == unseen
+        cells.append({"user_seen": not unseen, "rows": int(rows.sum()), "auc": _auc_on(labels, probabilities, rows)})
+    return cells
+
+
+def _auc_on(labels: np.ndarray, probabilities: np.ndarray, rows: np.ndarray) -> float | None:
+    return float(roc_auc_score(labels[rows], probabilities[rows])) if len(set(labels[rows])) == 2 else None

@@ -39,7 +39,8 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
     assert rows["ctrl"]["retrieval_at_1"][0] == ctrl["valid"]["retrieval_at_1"]
 
     base_auc = rows["ctr"]["test_auc"]
-    labels = pq.read_table(base / "data" / "test.parquet")["label"].to_numpy()
+    test = pq.read_table(base / "data" / "test.parquet")
+    labels, seen_rows = test["label"].to_numpy(), test["user_id"].to_numpy() != 0
     for name, row in rows.items():
         # The table's figures are the runs' own: their metrics.json, and their test predictions.
         runs = [tmp_path / f"seed{seed}" / name for seed in (0, 1)]
@@ -55,6 +56,10 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
             assert row["p_value"] == pytest.approx(stats.ttest_rel(row["test_auc"], base_auc).pvalue, nan_ok=True)
             assert row["delong"]["auc_difference"] == pytest.approx(statistics.mean(row["test_auc"]) - statistics.mean(base_auc))
         assert sum(cell["rows"] for cell in row["long_tail"]) == len(labels)
+        seen, unseen = row["by_user_seen"]
+        assert seen["rows"] + unseen["rows"] == len(labels) == len(seen_rows)
+        assert unseen["rows"] == (~seen_rows).sum() and (unseen["auc"] is None) == (unseen["rows"] == 0)
+        assert seen["auc"] == pytest.approx(statistics.mean(roc_auc_score(labels[seen_rows], p[seen_rows]) for p in predictions))
         # its scoring cost is timed on the served model itself: rebuilt, it scores the test rows as its run did
         assert predict(*served_scorer(runs[0], base / "data")) == pytest.approx(predictions[0], abs=1e-5)
         assert row["scoring_seconds_per_1k_rows"] > 0
@@ -70,6 +75,7 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
     assert rows["clickprompt"]["auc_plm_shuffled"] == [t["auc_plm_shuffled"] for t in towers]
     table = (tmp_path / "comparison.md").read_text()
     assert all(f"| {name} |" in table for name in VARIANTS) and "| scoring x |" in table
+    assert f"| user seen ({rows['ctr']['by_user_seen'][0]['rows']:,} rows) |" in table
 
     metrics = tmp_path / "seed1" / "clickprompt" / "metrics.json"
     stamp = metrics.stat().st_mtime_ns

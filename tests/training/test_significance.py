@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from cp_dist.training.significance import auc_by_long_tail, delong_covariance, delong_test, long_tail_masks
+from cp_dist.training.significance import auc_by_long_tail, auc_by_user_seen, delong_covariance, delong_test, long_tail_masks
 
 
 def _rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -60,3 +60,16 @@ def test_long_tail_cells_cover_the_test_split(ml100k_prepared: Path) -> None:
     labels = test["label"].to_numpy()
     cells = auc_by_long_tail(labels, np.random.default_rng(0).random(len(labels)), masks)
     assert sum(c["rows"] for c in cells) == len(labels) and len(cells) == 4
+
+
+def test_user_seen_groups_split_the_test_rows_at_the_oov_row(ml100k_prepared: Path) -> None:
+    masks, _ = long_tail_masks(ml100k_prepared)
+    test = pq.read_table(ml100k_prepared / "test.parquet")
+    users = test["user_id"].to_numpy()
+    assert (masks["user_unseen"] == (users == 0)).all(), "never seen in training is the out-of-vocabulary index"
+    assert 0.5 < masks["user_unseen"].mean() < 1, "the time split's test period shows mostly new users"
+    labels = test["label"].to_numpy()
+    scores = np.where(users == 0, labels, np.random.default_rng(0).random(len(labels)))  # perfect on unseen users only
+    seen, unseen = auc_by_user_seen(labels, scores, masks)
+    assert seen["user_seen"] and not unseen["user_seen"] and seen["rows"] + unseen["rows"] == len(labels)
+    assert unseen["auc"] == 1.0 and seen["auc"] < 1.0
