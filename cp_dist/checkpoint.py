@@ -36,6 +36,11 @@ DENSE_FILE = "dense.safetensors"
 FORMAT_VERSION = 2
 
 
+def tables_file(rank: int) -> str:
+    """The file of rank `rank`'s table blocks, in a checkpoint and in a resume point."""
+    return f"tables-rank{rank:05d}.safetensors"
+
+
 def _rank() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
@@ -66,13 +71,13 @@ def save_model(model: nn.Module, directory: Path, extra: dict, *, table_prefix: 
         for b in table_blocks(model, table_prefix)
         if not b.replicated or rank == 0
     }
-    save_file(blocks, str(staging / f"tables-rank{rank:05d}.safetensors"))
+    save_file(blocks, str(staging / tables_file(rank)))
     _barrier()
     if rank == 0:
         state = model.state_dict()
         dense, aliases = _dense_without_aliases(dense_state if dense_state is not None else state)
         save_file(dense, str(staging / DENSE_FILE))
-        names = [f"tables-rank{r:05d}.safetensors" for r in range(world)] + [DENSE_FILE]
+        names = [tables_file(r) for r in range(world)] + [DENSE_FILE]
         index = {
             "format_version": FORMAT_VERSION,
             "world_size": world,

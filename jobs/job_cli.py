@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cp_dist.cli import log_progress
 from cp_dist.config import Config, load_config
 from cp_dist.data.fetch import cache_root
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.errors import UserError
+from cp_dist.progress import log_progress
 from cp_dist.runs import RunDir
 from cp_dist.training.stages import STAGES
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import os
 import re
 import subprocess
@@ -22,3 +24,28 @@ def test_help_imports_no_heavy_package(words: list[str]) -> None:
     imported = {m.group(1) for m in re.finditer(r"^import time:.*\|\s+([\w.]+)$", done.stderr, re.M)}
     assert "cp_dist.cli" in imported, "the import profile was read"
     assert not {m.split(".")[0] for m in imported} & set(HEAVY)
+
+
+def _imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The cp_dist modules a file imports, at module level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cp_dist"):
+            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("cp_dist")}
+    return found & modules
+
+
+def test_the_package_has_no_import_circle() -> None:
+    """Each module's dependencies point one way (e.g. the engines' implementations import their interface,
+    never each other), lazy imports included."""
+    root = Path(__file__).parents[1]
+    files = {".".join(f.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): f
+             for f in (root / "cp_dist").rglob("*.py")}
+    graph = {name: _imports_of(path, set(files)) - {name} for name, path in files.items()}
+    assert "cp_dist.distributed.engines.base" in graph["cp_dist.distributed.engines.hybrid"], "the graph was read"
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as err:
+        pytest.fail(f"import circle: {' -> '.join(err.args[1])}")

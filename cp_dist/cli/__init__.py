@@ -22,19 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def log_progress() -> None:
-    """cp_dist's progress messages to stderr with a time stamp, so they show in job logs as well as
-    terminals; other libraries keep their own levels."""
-    import logging
-
-    logger = logging.getLogger("cp_dist")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -21,8 +21,8 @@ def _data_prepare(args: argparse.Namespace) -> None:
         strict=args.strict, overwrite=args.overwrite, row_group_rows=args.row_group_rows,
     )
     if args.engine == "ray":
-        from cp_dist.cli import log_progress
         from cp_dist.data.prepare_ray import prepare_with_ray
+        from cp_dist.progress import log_progress
 
         log_progress()
         meta = prepare_with_ray(args.dataset, args.raw.resolve(), args.out.resolve(), options,

@@ -22,7 +22,7 @@ def check_job(job: StageJob) -> None:
     stage.check(config, job.data_dir, job.init_from)
     resolve_placement(config.distributed)
     if config.distributed.engine == "hybrid":
-        from cp_dist.distributed.hybrid import deepspeed_config
+        from cp_dist.distributed.engines.hybrid import deepspeed_config
 
         settings = stage.settings_of(config)
         deepspeed_config(config, settings.global_batch_size, config.distributed.nproc)

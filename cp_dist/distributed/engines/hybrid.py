@@ -20,13 +20,13 @@ import torch
 from torch import nn
 from torchrec.distributed import DistributedModelParallel
 
-from cp_dist.checkpoint import load_model, save_model
+from cp_dist.checkpoint import save_model, tables_file
 from cp_dist.config import Config, StageConfig
 from cp_dist.ctr.embedding import FieldEmbedding
-from cp_dist.distributed.engines import ParameterGroups, Schedule, Start, fuse_table_optimizer
+from cp_dist.distributed.engines.base import ParameterGroups, Schedule, Start, dense_optimizer, shard_and_start
 from cp_dist.distributed.process_group import RankInfo
-from cp_dist.distributed.sharding import describe_plan, shard
-from cp_dist.distributed.tables import initialize_tables, load_table_state, save_table_state
+from cp_dist.distributed.sharding import describe_plan
+from cp_dist.distributed.tables import load_table_state, save_table_state
 from cp_dist.errors import UserError
 
 ENGINE_TAG = "zero"  # DeepSpeed's checkpoint sub-folder
@@ -74,7 +74,7 @@ def _safe_checkpoint_engine():
 
 @dataclass
 class HybridEngine:
-    """The Engine (cp_dist.distributed.engines) of a model split in two: `tables` (TorchRec) and
+    """The Engine (cp_dist.distributed.engines.base) of a model split in two: `tables` (TorchRec) and
     `engine` (DeepSpeed), in one process group."""
 
     tables: DistributedModelParallel
@@ -106,14 +106,14 @@ class HybridEngine:
         states and this rank's table shards with their optimizer state. Call on every rank; resume
         with the same world size and plan."""
         self.engine.save_checkpoint(str(directory), tag=ENGINE_TAG)
-        save_table_state(self.tables, directory / f"tables-rank{torch.distributed.get_rank():05d}.safetensors")
+        save_table_state(self.tables, directory / tables_file(torch.distributed.get_rank()))
 
     def load_state(self, directory: Path) -> None:
         path, _ = self.engine.load_checkpoint(str(directory), tag=ENGINE_TAG, load_optimizer_states=True,
                                               load_lr_scheduler_states=True)
         if path is None:
             raise FileNotFoundError(f"{directory / ENGINE_TAG}: no DeepSpeed checkpoint to resume from")
-        load_table_state(self.tables, directory / f"tables-rank{torch.distributed.get_rank():05d}.safetensors")
+        load_table_state(self.tables, directory / tables_file(torch.distributed.get_rank()))
 
     def save_model(self, directory: Path, extra: dict) -> None:
         """The trained model in cp_dist's checkpoint format (what `evaluate`, finetuning and serving
@@ -181,15 +181,9 @@ def build_hybrid(model: nn.Module, config: Config, rank: RankInfo, settings: Sta
     deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
     deepspeed.init_distributed(dist_backend=rank.backend, auto_mpi_discovery=False)
     tables, prefix = split_tables(model)
-    fuse_table_optimizer(tables, settings)
-    sharded = shard(tables, config.distributed.sharding, rank)
-    initialize_tables(sharded, config.train.seed, config.train.embedding_init_std, table_prefix=prefix)
-    model.to(rank.device)
-    if start is not None:
-        load_model(sharded, start.checkpoint, source_prefix=start.source_prefix, keep=start.keep, table_prefix=prefix,
-                   dense=model, tables=start.tables)
-    optimizer = torch.optim.AdamW(parameter_groups((n, p) for n, p in model.named_parameters() if p.requires_grad))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) if schedule else None  # stepped by DeepSpeed
+    sharded = shard_and_start(tables, tables, config, rank, settings, start, table_prefix=prefix, dense=model)
+    trainable = ((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    optimizer, scheduler = dense_optimizer(trainable, parameter_groups, schedule)  # the scheduler: stepped by DeepSpeed
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, dist_init_required=False,
                                       config=deepspeed_config(config, settings.global_batch_size, rank.world_size))
     engine.checkpoint_engine = _safe_checkpoint_engine()
