@@ -26,8 +26,8 @@ from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.prepare import prepare
 from cp_dist.data.synth import synth
 from cp_dist.data.tokens import ensure_tokenized
-from cp_dist.training.comparison import format_comparison, run_comparison
-from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
+from cp_dist.experiments.comparison import format_comparison, run_comparison
+from cp_dist.experiments.variants import MAIN_VARIANTS, VARIANTS
 
 
 def main() -> None:

@@ -30,8 +30,8 @@ from cp_dist.data.prepare import PrepareOptions, prepare
 from cp_dist.data.stats import format_stats
 from cp_dist.data.text import render_text
 from cp_dist.data.tokens import ValueTokens, ensure_tokenized, text_ids
-from cp_dist.training.comparison import format_comparison, run_comparison
-from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
+from cp_dist.experiments.comparison import format_comparison, run_comparison
+from cp_dist.experiments.variants import MAIN_VARIANTS, VARIANTS
 
 
 def main() -> None:

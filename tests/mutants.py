@@ -70,7 +70,7 @@ MUTATIONS = [
     Mutation("mask_fields ignored: every field may be masked", "cp_dist/clickprompt/masking.py",
              "present = present[:, 1:] & maskable", "present = present[:, 1:]",
              ("tests/clickprompt/test_masking.py",)),
-    Mutation("the comparison reports validation AUC as test AUC", "cp_dist/training/comparison.py",
+    Mutation("the comparison reports validation AUC as test AUC", "cp_dist/experiments/comparison.py",
              'auc = [r["test"]["auc"] for r in variant_runs]', 'auc = [r["valid"]["auc"] for r in variant_runs]',
              ("tests/clickprompt/test_comparison.py::test_every_variant_over_two_seeds_then_resume",)),
     Mutation("preparation options not validated", "cp_dist/data/prepare.py",

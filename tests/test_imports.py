@@ -45,6 +45,9 @@ def test_the_package_has_no_import_circle() -> None:
              for f in (root / "cp_dist").rglob("*.py")}
     graph = {name: _imports_of(path, set(files)) - {name} for name, path in files.items()}
     assert "cp_dist.distributed.engines.base" in graph["cp_dist.distributed.engines.hybrid"], "the graph was read"
+    machinery = [name for name in graph if name.startswith(("cp_dist.training", "cp_dist.distributed"))]
+    assert not [name for name in machinery if any(d.startswith("cp_dist.experiments") for d in graph[name])], \
+        "the run machinery never imports the experiments built on it"
     try:
         tuple(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as err:

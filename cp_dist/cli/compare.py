@@ -9,12 +9,12 @@ from pathlib import Path
 
 from cp_dist.cli.train import config_from, training_options
 from cp_dist.ctr.backbones import BACKBONES
-from cp_dist.training.paper_tables import PER_BACKBONE, TABLE3_DEPTHS, TABLES
-from cp_dist.training.variants import MAIN_VARIANTS, VARIANTS
+from cp_dist.experiments.paper_tables import PER_BACKBONE, TABLE3_DEPTHS, TABLES
+from cp_dist.experiments.variants import MAIN_VARIANTS, VARIANTS
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from cp_dist.training.comparison import format_comparison, run_comparison
+    from cp_dist.experiments.comparison import format_comparison, run_comparison
 
     payload = run_comparison(args.data, args.out, config_from(args), seeds=args.seeds, variants=args.variants,
                              results_dir=args.results, variant_configs=_variant_configs(args))
@@ -38,13 +38,13 @@ def _variant_configs(args: argparse.Namespace) -> dict:
 
 
 def _ctr_table(args: argparse.Namespace) -> None:
-    from cp_dist.training.ctr_table import run_table
+    from cp_dist.experiments.ctr_table import run_table
 
     print(run_table(args.data, args.out, config_from(args), models=args.models, seeds=args.seeds, results_dir=args.results))
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from cp_dist.training.paper_tables import Scope, format_table, reproduce
+    from cp_dist.experiments.paper_tables import Scope, format_table, reproduce
 
     results = args.results or args.out
     scope = Scope(plm_layers=tuple(args.plm_layers), backbones=tuple(args.backbones))
@@ -56,7 +56,7 @@ def _reproduce(args: argparse.Namespace) -> None:
 def _tune(args: argparse.Namespace) -> None:
     from cp_dist.data.meta import DatasetMeta
     from cp_dist.errors import UserError
-    from cp_dist.training.tune import format_search, read_space, run_search
+    from cp_dist.experiments.tune import format_search, read_space, run_search
 
     if args.trials < 1:
         raise UserError(f"--trials {args.trials}: expected at least 1")

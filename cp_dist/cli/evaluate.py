@@ -17,7 +17,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _diagnose(args: argparse.Namespace) -> None:
-    from cp_dist.training.diagnose import DIAGNOSE_FILE, diagnose_run, format_diagnosis
+    from cp_dist.experiments.diagnose import DIAGNOSE_FILE, diagnose_run, format_diagnosis
 
     print(format_diagnosis(diagnose_run(args.run, args.data, rows=args.rows)))
     print(f"wrote {args.run}/{DIAGNOSE_FILE}")

@@ -15,7 +15,7 @@ from cp_dist.clickprompt.generator import PromptGenerator
 from cp_dist.config import load_config
 from cp_dist.data.meta import SPLITS, DatasetMeta, FieldMeta
 from cp_dist.data.tokens import tokenize_splits
-from cp_dist.training.diagnose import diagnose_run
+from cp_dist.experiments.diagnose import diagnose_run
 from tests.clickprompt.conftest import run
 
 pytestmark = pytest.mark.slow

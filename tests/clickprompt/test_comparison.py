@@ -14,10 +14,10 @@ from sklearn.metrics import roc_auc_score
 
 from cp_dist.config import load_config
 from cp_dist.errors import UserError
-from cp_dist.training.comparison import run_comparison
+from cp_dist.experiments.comparison import run_comparison
+from cp_dist.experiments.scoring_cost import served_scorer
+from cp_dist.experiments.variants import VARIANTS
 from cp_dist.training.evaluate import predict
-from cp_dist.training.scoring_cost import served_scorer
-from cp_dist.training.variants import VARIANTS
 from tests.clickprompt.conftest import run
 
 pytestmark = pytest.mark.slow  # minute-long end-to-end checks

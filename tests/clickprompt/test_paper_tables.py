@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cp_dist.config import load_config
 from cp_dist.ctr.backbones import BACKBONES
-from cp_dist.training.paper_tables import TABLES, Scope, format_table, reproduce
+from cp_dist.experiments.paper_tables import TABLES, Scope, format_table, reproduce
 
 
 def test_blocks_share_the_presets_runs() -> None:

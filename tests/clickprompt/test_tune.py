@@ -14,9 +14,9 @@ import yaml
 
 from cp_dist.config import Config, load_config
 from cp_dist.errors import UserError
+from cp_dist.experiments.tune import read_space
 from cp_dist.ray_cluster import private_token_env
 from cp_dist.serving.loopback import run_on_loopback
-from cp_dist.training.tune import read_space
 
 REPO = Path(__file__).parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cp_dist.config import Config
-from cp_dist.training.ctr_table import _paper, format_table, plot_against_paper
+from cp_dist.experiments.ctr_table import _paper, format_table, plot_against_paper
 
 
 def _rows(dataset: str) -> list[dict]:

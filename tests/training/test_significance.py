@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from cp_dist.training.significance import auc_by_long_tail, auc_by_user_seen, delong_covariance, delong_test, long_tail_masks
+from cp_dist.experiments.significance import auc_by_long_tail, auc_by_user_seen, delong_covariance, delong_test, long_tail_masks
 
 
 def _rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -2,7 +2,7 @@
 PLM), the one place cp_dist keeps it, so that the tables we measure print it beside our figures.
 
 Keyed by cp_dist's names: data sets as `cp-dist data prepare --dataset` spells them, rows as the
-backbones (cp_dist.ctr.backbones) and the compare variants (cp_dist.training.variants) are named.
+backbones (cp_dist.ctr.backbones) and the compare variants (cp_dist.experiments.variants) are named.
 The authors' splits and preprocessing are only partly documented, so a difference in absolute AUC
 says as much about the setting as about the model; ratios measured side by side say more.
 """

@@ -42,7 +42,7 @@ DISTRIBUTION_ARITY = {"choice": None, "uniform": 2, "loguniform": 2, "randint": 
 def read_space(path: Path, config: Config) -> dict[str, dict[str, tuple[str, list]]]:
     """The search space file, checked: known variants, keys of the config, one known distribution
     each with the arguments it takes, every value a valid setting of its key."""
-    from cp_dist.training.variants import VARIANTS
+    from cp_dist.experiments.variants import VARIANTS
 
     try:
         payload = yaml.safe_load(path.read_text())
@@ -142,7 +142,7 @@ def _trial(params: dict[str, Any], *, data_dir: Path, out_dir: Path, config: Con
     """One trial: the variant trained under these overrides; reports its validation figures only."""
     from ray import tune
 
-    from cp_dist.training.comparison import run_variant
+    from cp_dist.experiments.comparison import run_variant
 
     overrides = overrides_of(params)
     key = trial_key(params)
@@ -156,7 +156,7 @@ def _trial(params: dict[str, Any], *, data_dir: Path, out_dir: Path, config: Con
 def _write_preset(path: Path, preset: str, config: Config, variant: str, best: dict) -> None:
     """The best trial's configuration as a preset: `extends` the one searched from, with every value
     that differs from it (the search's --set overrides and the trial's parameters)."""
-    from cp_dist.training.comparison import recipe_difference
+    from cp_dist.experiments.comparison import recipe_difference
 
     sections: dict[str, dict] = {}
     for dotted, value in recipe_difference(load_config(preset), with_overrides(config, overrides_of(best["params"]))).items():

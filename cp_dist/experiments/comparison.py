@@ -18,14 +18,14 @@ from scipy import stats
 
 from cp_dist.config import Config
 from cp_dist.errors import UserError
+from cp_dist.experiments.scoring_cost import ROUNDS, ROWS, scoring_seconds_per_1k_rows
+from cp_dist.experiments.significance import LONG_TAIL_SHARE, auc_by_long_tail, auc_by_user_seen, delong_test, long_tail_masks
+from cp_dist.experiments.variants import BASELINE, MAIN_VARIANTS, VARIANTS
 from cp_dist.io import atomic_file, write_json
 from cp_dist.runs import RunDir
 from cp_dist.training.evaluate import split_labels
 from cp_dist.training.loop import StageJob
 from cp_dist.training.runner import train
-from cp_dist.training.scoring_cost import ROUNDS, ROWS, scoring_seconds_per_1k_rows
-from cp_dist.training.significance import LONG_TAIL_SHARE, auc_by_long_tail, auc_by_user_seen, delong_test, long_tail_masks
-from cp_dist.training.variants import BASELINE, MAIN_VARIANTS, VARIANTS
 
 
 def run_comparison(

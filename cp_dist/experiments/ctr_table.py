@@ -7,10 +7,10 @@ import statistics
 from pathlib import Path
 
 from cp_dist.config import Config
+from cp_dist.experiments.published import table2_figures
 from cp_dist.io import atomic_file, write_json
 from cp_dist.plots import new_figure, save_figure
 from cp_dist.training.loop import StageJob
-from cp_dist.training.published import table2_figures
 from cp_dist.training.runner import train
 
 
@@ -69,7 +69,7 @@ def format_table(dataset: str, config: Config, seeds: list[int], rows: list[dict
         f"Test AUC and LogLoss on {dataset}, mean ± std over seeds {', '.join(map(str, seeds))} "
         f"(preset ctr.embedding_dim={config.ctr.embedding_dim}, mlp={config.ctr.mlp}, "
         f"batch {config.train.global_batch_size}, early stopping on validation AUC)."
-        + (" Paper: the published Table 2 (cp_dist.training.published); difference: ours less the paper's." if paper else "")
+        + (" Paper: the published Table 2 (cp_dist.experiments.published); difference: ours less the paper's." if paper else "")
         + "\n\n| model | test AUC | test LogLoss |"
         + (" paper AUC | AUC difference | paper LogLoss |" if paper else "")
         + " best epochs | train s |\n|---|---|---|" + ("---|---|---|" if paper else "") + "---|---|\n"

@@ -1,5 +1,5 @@
 """The paper's Tables 2 to 6 on one data set (`cp-dist reproduce TABLE`), each as blocks of the
-comparison (cp_dist.training.comparison): a block is a set of variants under some settings, e.g.
+comparison (cp_dist.experiments.comparison): a block is a set of variants under some settings, e.g.
 "AutoInt with MiniLM's first 3 layers". Each block runs as `cp-dist compare` would, in
 OUT/<block>/ (the block with the preset's own settings in OUT itself, so a table reuses the runs of
 an earlier `compare` or of another table in the same OUT). Finished runs are reused and unfinished
@@ -22,10 +22,10 @@ from pathlib import Path
 
 from cp_dist.config import Config, with_overrides
 from cp_dist.ctr.backbones import BACKBONES
+from cp_dist.experiments.published import table2_figures
 from cp_dist.io import atomic_file, write_json
 from cp_dist.plots import new_figure, save_figure
 from cp_dist.runs import RESUMABLE_CHANGES, first_difference
-from cp_dist.training.published import table2_figures
 
 MAIN = ("ctr", "clickprompt-no-plm", "clickprompt")
 TABLE3_DEPTHS = (1, 3, 6)  # MiniLM's first 1, 3 and all 6 layers
@@ -43,7 +43,7 @@ class Scope:
 @dataclass(frozen=True)
 class Block:
     settings: tuple[str, ...]  # `section.key=value` overrides of the table's preset
-    variants: tuple[str, ...]  # cp_dist.training.variants
+    variants: tuple[str, ...]  # cp_dist.experiments.variants
 
     def label(self) -> str:
         """The block's folder and name: its settings as key=value (empty for the preset's own)."""
@@ -115,7 +115,7 @@ def reproduce(name: str, data_dir: Path, out_dir: Path, config: Config, *, seeds
               scope: Scope = Scope(), progress: Callable[[str], None] = print) -> dict:
     """Runs the blocks of table `name` in `scope` and writes <name>.json / .md / .png to results_dir."""
     from cp_dist.data.meta import DatasetMeta
-    from cp_dist.training.comparison import run_comparison
+    from cp_dist.experiments.comparison import run_comparison
 
     table = TABLES[name]
     blocks = []
@@ -244,13 +244,13 @@ def format_table(result: dict) -> str:
              "first block's CTR backbone on the same seeds (Table 2: every backbone against the preset's; '–' where that "
              "block lacks some of them). seconds: training, including the pretraining run the variant starts from. "
              "scoring x: the served model's time to score the first test rows relative to the block's CTR backbone's "
-             "(the first seed's models, in turns, on this machine's CPU; cp_dist.training.scoring_cost).",
+             "(the first seed's models, in turns, on this machine's CPU; cp_dist.experiments.scoring_cost).",
              ""]
     if result["note"]:
         lines += [result["note"], ""]
     published = any(_published(result, block, row) for block in result["blocks"] for row in block["rows"])
     if published:
-        lines += ["paper AUC: the published Table 2 (RoBERTa-base as the PLM; cp_dist.training.published); "
+        lines += ["paper AUC: the published Table 2 (RoBERTa-base as the PLM; cp_dist.experiments.published); "
                   "ours − paper: our mean test AUC less it.", ""]
     lines += ["| block | seeds | variant | test AUC | test LogLoss | rel. AUC change | vs table baseline | p (t) "
               "| p (DeLong) | diagnostic | seconds | scoring x |" + (" paper AUC | ours − paper |" if published else ""),
