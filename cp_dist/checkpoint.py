@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -126,17 +126,18 @@ def read_index(directory: Path) -> dict:
 
 @torch.no_grad()
 def load_model(model: nn.Module, directory: Path, *, source_prefix: str = "", keep: tuple[str, ...] = (),
-               table_prefix: str = "", dense: nn.Module | None = None, tables: bool = True) -> dict:
+               table_prefix: str = "", dense: nn.Module | None = None, tables: bool = True,
+               index: dict | None = None) -> dict:
     """Loads a checkpoint into a model of any sharding or world size; returns its index.
 
     source_prefix: where the model sits inside the saved one (e.g. "ctr." to take the CTR model
     out of a PA-MLM checkpoint). keep: prefixes of parameters that stay as they are (fresh heads);
     every other parameter must be in the checkpoint. table_prefix and dense: as in save_model, the
     tables in `model` and the dense weights in `dense` (not yet partitioned by ZeRO). tables=False
-    leaves the embedding tables as they are.
+    leaves the embedding tables as they are. index: read_index's, when the caller has verified it.
     Nothing is written into the model before the whole checkpoint has been checked.
     """
-    index = read_index(directory)
+    index = index if index is not None else read_index(directory)
     saved: dict[str, list[tuple[str, int, int, Path]]] = {}
     for name in index["files"]:
         if name == DENSE_FILE:
@@ -182,25 +183,11 @@ def _fill_block(block: TableBlock, pieces: list[tuple[str, int, int, Path]]) -> 
     return filled
 
 
-def rebuild(checkpoint: Path, fields: Sequence[FieldMeta]) -> tuple[nn.Module, dict]:
+def rebuild(checkpoint: Path, fields: Sequence[FieldMeta], *, index: dict | None = None) -> tuple[nn.Module, dict]:
     """(model in eval mode, index), rebuilt in one plain process from a checkpoint alone: its
-    architecture and config come from the index."""
-    index = read_index(checkpoint)
+    architecture and config come from the index (`index`: read_index's, already verified)."""
+    index = index if index is not None else read_index(checkpoint)
     config = Config.from_dict(index["config"], str(checkpoint / INDEX_FILE))
     model = ARCHITECTURES.lookup(index["architecture"], f"{checkpoint / INDEX_FILE}: architecture")(fields, config)
-    load_model(model, checkpoint)
+    load_model(model, checkpoint, index=index)
     return model.eval(), index
-
-
-def load_run(checkpoint: Path, fields: Sequence[FieldMeta]) -> tuple[nn.Module, Callable, bool]:
-    """(model, click-logit function of a Batch, whether it reads text) of a checkpoint with a click head."""
-    if not read_index(checkpoint).get("scores_clicks", False):
-        raise UserError(f"{checkpoint}: a {read_index(checkpoint).get('stage')} checkpoint has no click head; finetune it first")
-    model, index = rebuild(checkpoint, fields)
-    if getattr(model, "text_sides", None):
-        raise UserError(f"{checkpoint}: a {index['architecture']} model reads one text per side ({', '.join(model.text_sides)}); "
-                        "evaluation and serving from a checkpoint read the row text. Its training run's metrics.json "
-                        "holds its test metrics")
-    if model.reads_text:
-        return model, lambda b: model(b.ids, b.input_ids, b.attention_mask), True
-    return model, lambda b: model(b.ids), False

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def _evaluate(args: argparse.Namespace) -> None:
     from cp_dist.io import write_json
-    from cp_dist.training.evaluate import evaluate_run
+    from cp_dist.training.finished import evaluate_run
 
     metrics = evaluate_run(args.run, args.data, args.split)
     write_json(args.run / f"eval_{args.split}.json", {"data": str(args.data), "split": args.split, **metrics})

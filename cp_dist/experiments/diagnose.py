@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from cp_dist.checkpoint import rebuild
 from cp_dist.clickprompt.diagnostics import (
     diagnostic_sample,
     generator_saturation,
@@ -16,14 +15,11 @@ from cp_dist.clickprompt.diagnostics import (
     tower_logits,
     value_ce_by_field,
 )
-from cp_dist.config import Config, eval_batch_size
-from cp_dist.data.loader import SplitLoader
-from cp_dist.data.meta import DatasetMeta
 from cp_dist.errors import UserError
 from cp_dist.io import write_json
 from cp_dist.pretrained import load_tokenizer
-from cp_dist.runs import RunDir
 from cp_dist.training.evaluate import predict, split_labels
+from cp_dist.training.finished import load_run
 
 DIAGNOSE_FILE = "diagnose.json"
 
@@ -31,16 +27,15 @@ DIAGNOSE_FILE = "diagnose.json"
 def diagnose_run(run_dir: Path, data_dir: Path, rows: int = 512) -> dict:
     """PA-MLM runs: MLM cross-entropies on the first `rows` valid rows; with-PLM runs: AUC of each
     tower on the test split. Writes RUN/diagnose.json and returns it."""
-    meta = DatasetMeta.load(data_dir)
-    model, index = rebuild(RunDir(run_dir).checkpoint, meta.fields)
+    run = load_run(run_dir, data_dir, clicks=False)
+    model, index, meta = run.model, run.index, run.stage.meta
     if index["architecture"] != "clickprompt":
         raise UserError(f"{run_dir}: a {index['stage']} run has no prompts to diagnose; expected a PA-MLM or with-PLM run")
     cpu = torch.device("cpu")
     if index["scores_clicks"]:
         # the run's evaluation batches: shuffled prompts come from other rows of the same batch
-        size = eval_batch_size(Config.from_dict(index["config"], f"{run_dir} checkpoint"), reads_text=True)
-        test = SplitLoader(data_dir, "test", global_batch_size=size, text=True)
-        own, shuffled = (predict(lambda b, source=source: tower_logits(model, b, source), test) for source in ("own", "shuffled"))
+        own, shuffled = (predict(lambda b, source=source: tower_logits(model, b, source), run.batches("test"))
+                         for source in ("own", "shuffled"))
         split, figures = "test", tower_diagnostics(split_labels(data_dir, "test"), own, shuffled)
     else:
         sample, tokenizer = diagnostic_sample(data_dir, rows), load_tokenizer(meta.tokenizer["name"])

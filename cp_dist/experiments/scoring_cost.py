@@ -15,41 +15,15 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from cp_dist.checkpoint import read_index, rebuild
-from cp_dist.config import Config, with_overrides
-from cp_dist.data.loader import Batch
-from cp_dist.data.meta import DatasetMeta
-from cp_dist.distributed.process_group import RankInfo
-from cp_dist.errors import UserError
-from cp_dist.runs import RunDir
-from cp_dist.training.stages import STAGES
+from cp_dist.training.finished import load_run
 
 ROUNDS, ROWS, BATCH_ROWS = 5, 4096, 1024
 MIN_SECONDS = 0.25  # a timed round at least this long, so that a scheduler's hiccup weighs little
-
-
-def served_scorer(run_dir: Path, data_dir: Path, split: str = "test",
-                  batch_rows: int | None = None) -> tuple[Callable[[Batch], torch.Tensor], Iterable[Batch]]:
-    """The click-logit function of a finished run's model, rebuilt from its checkpoint in this process
-    and scored the way its stage scores, and the split's evaluation batches in row order (of
-    `batch_rows` rows; by default the run's own size)."""
-    checkpoint = RunDir(run_dir).checkpoint
-    index = read_index(checkpoint)
-    if not index.get("scores_clicks", False):
-        raise UserError(f"{checkpoint}: a {index.get('stage')} checkpoint has no click head; finetune it first")
-    meta = DatasetMeta.load(data_dir)
-    model, _ = rebuild(checkpoint, meta.fields)
-    config = Config.from_dict(index["config"], f"{checkpoint} index")
-    if batch_rows is not None:
-        config = with_overrides(config, [f"train.eval_batch_size={batch_rows}", f"prompt.eval_batch_size={batch_rows}"])
-    cpu = torch.device("cpu")
-    stage = STAGES.lookup(index["stage"], f"{checkpoint} index: stage")(config, meta, RankInfo(0, 1, cpu, "gloo", cpu))
-    return (lambda batch: stage.logits(model, batch)), stage.batches(data_dir, split, training=False)
 
 
 @torch.no_grad()
@@ -60,8 +34,9 @@ def scoring_seconds_per_1k_rows(runs: Mapping[str, Path], data_dir: Path, *, row
     other work on a shared machine), the runs taking turns within each round."""
     scorers = {}
     for name, run in runs.items():
-        score, batches = served_scorer(run, data_dir, batch_rows=batch_rows)
-        scorers[name] = score, list(itertools.islice(batches, math.ceil(rows / batch_rows)))  # read before timing
+        loaded = load_run(run, data_dir, batch_rows=batch_rows)
+        batches = list(itertools.islice(loaded.batches("test"), math.ceil(rows / batch_rows)))  # read before timing
+        scorers[name] = loaded.logits, batches
     per_row: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(1 + rounds):  # round 0 warms up (first calls allocate and dispatch slowly)
         for name, (score, batches) in scorers.items():

@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from cp_dist.checkpoint import load_run
 from cp_dist.clickprompt.model import ClickPrompt
 from cp_dist.ctr.embedding import DenseFieldEmbedding
 from cp_dist.ctr.model import CTRModel
@@ -28,7 +27,7 @@ from cp_dist.data.meta import VOCAB_FILE, DatasetMeta, FieldMeta
 from cp_dist.data.text import pad_token_lists, render_text
 from cp_dist.errors import UserError
 from cp_dist.pretrained import load_tokenizer
-from cp_dist.runs import RunDir
+from cp_dist.training.finished import load_run
 
 Row = Mapping[str, object]
 
@@ -122,7 +121,12 @@ class Scorer:
     @classmethod
     def from_run(cls, run_dir: Path, data_dir: Path, device: torch.device | str = "cpu") -> Scorer:
         meta = DatasetMeta.load(data_dir)
-        model, _, reads_text = load_run(RunDir(run_dir).checkpoint, meta.fields)
+        run = load_run(run_dir, data_dir)
+        model, reads_text = run.model, run.model.reads_text
+        if getattr(model, "text_sides", None):
+            raise UserError(f"{run_dir}: a {run.index['architecture']} model reads one text per side "
+                            f"({', '.join(model.text_sides)}); serving reads the row text. Its training run's "
+                            "metrics.json and `cp-dist evaluate` give its test metrics")
         servable_ctr(model.ctr if isinstance(model, ClickPrompt) else model)
         tokenizer = None
         if reads_text:

@@ -13,11 +13,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
-from cp_dist.checkpoint import load_run, read_index
-from cp_dist.config import Config, eval_batch_size
-from cp_dist.data.loader import Batch, SplitLoader
+from cp_dist.data.loader import Batch
 from cp_dist.data.meta import DatasetMeta
-from cp_dist.runs import RunDir
 
 
 @torch.no_grad()
@@ -61,12 +58,3 @@ def click_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, fl
 def split_labels(data_dir: Path, split: str) -> np.ndarray:
     """The split's labels in row order (the order of an unshuffled loader)."""
     return DatasetMeta.load(data_dir).read_split(data_dir, split, columns=["label"])["label"].to_numpy()
-
-
-def evaluate_run(run_dir: Path, data_dir: Path, split: str) -> dict[str, float]:
-    """AUC and LogLoss of a finished run's model on a split, rebuilt from its checkpoint in one process,
-    in the run's own evaluation batches."""
-    meta, checkpoint = DatasetMeta.load(data_dir), RunDir(run_dir).checkpoint
-    _, score, reads_text = load_run(checkpoint, meta.fields)
-    size = eval_batch_size(Config.from_dict(read_index(checkpoint)["config"], f"{checkpoint} index"), reads_text)
-    return evaluate(score, SplitLoader(data_dir, split, global_batch_size=size, text=reads_text), torch.device("cpu"))

@@ -15,9 +15,9 @@ from sklearn.metrics import roc_auc_score
 from cp_dist.config import load_config
 from cp_dist.errors import UserError
 from cp_dist.experiments.comparison import run_comparison
-from cp_dist.experiments.scoring_cost import served_scorer
 from cp_dist.experiments.variants import VARIANTS
 from cp_dist.training.evaluate import predict
+from cp_dist.training.finished import load_run
 from tests.clickprompt.conftest import run
 
 pytestmark = pytest.mark.slow  # minute-long end-to-end checks
@@ -61,7 +61,8 @@ def test_every_variant_over_two_seeds_then_resume(setup, tmp_path: Path) -> None
         assert unseen["rows"] == (~seen_rows).sum() and (unseen["auc"] is None) == (unseen["rows"] == 0)
         assert seen["auc"] == pytest.approx(statistics.mean(roc_auc_score(labels[seen_rows], p[seen_rows]) for p in predictions))
         # its scoring cost is timed on the served model itself: rebuilt, it scores the test rows as its run did
-        assert predict(*served_scorer(runs[0], base / "data")) == pytest.approx(predictions[0], abs=1e-5)
+        served = load_run(runs[0], base / "data")
+        assert predict(served.logits, served.batches("test")) == pytest.approx(predictions[0], abs=1e-5)
         assert row["scoring_seconds_per_1k_rows"] > 0
         assert row["scoring_cost"] == pytest.approx(row["scoring_seconds_per_1k_rows"] / rows["ctr"]["scoring_seconds_per_1k_rows"])
     assert all(w != 0.5 for w in rows["clickprompt"]["fusion_weight"]), "the fusion weight trains"

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from cp_dist.baselines.ctrl import contrastive_logits
-from cp_dist.checkpoint import load_run, rebuild
+from cp_dist.checkpoint import rebuild
 from cp_dist.config import load_config
 from cp_dist.ctr.model import build_ctr_model
 from cp_dist.data.loader import SplitLoader
@@ -19,7 +19,7 @@ from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.tables import initialize_tables
 from cp_dist.models import ARCHITECTURES
-from cp_dist.training.evaluate import evaluate_run
+from cp_dist.training.finished import evaluate_run, load_run
 from cp_dist.training.stages import STAGES
 from tests.clickprompt.conftest import run
 
@@ -62,10 +62,10 @@ def test_aligns_then_serves_as_the_plain_backbone(setup, tmp_path: Path) -> None
 
     finetuned = run("without_plm", base / "data", tmp_path / "ft", config, start=tmp_path / "ctrl")
     assert finetuned["init_from"] == str(tmp_path / "ctrl" / "checkpoint")
-    served, _, reads_text = load_run(tmp_path / "ft" / "checkpoint", DatasetMeta.load(base / "data").fields)
+    served = load_run(tmp_path / "ft", base / "data")
     plain = build_ctr_model(DatasetMeta.load(base / "data").fields, config)
-    assert not reads_text
-    assert [(n, p.shape) for n, p in served.named_parameters()] == [(n, p.shape) for n, p in plain.named_parameters()]
+    assert not served.reads_text
+    assert [(n, p.shape) for n, p in served.model.named_parameters()] == [(n, p.shape) for n, p in plain.named_parameters()]
 
 
 def test_two_ranks_train_as_one_process(setup, tmp_path: Path) -> None:

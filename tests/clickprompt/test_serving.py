@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cp_dist.checkpoint import load_run
 from cp_dist.config import load_config
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
@@ -24,6 +23,7 @@ from cp_dist.serving.loopback import run_on_loopback
 from cp_dist.serving.ranking import Ranker, concat_inputs
 from cp_dist.serving.scorer import Scorer, export_ctr
 from cp_dist.training.evaluate import predict
+from cp_dist.training.finished import load_run
 from tests.clickprompt.conftest import run
 
 
@@ -47,9 +47,9 @@ def _candidates(data: Path, count: int) -> list[dict]:
 
 @pytest.mark.parametrize("kind", ["ctr", "plm"])
 def test_scores_match_the_training_time_model(runs, kind: str) -> None:
-    data, meta = runs["data"], DatasetMeta.load(runs["data"])
-    _, score, text = load_run(runs[kind] / "checkpoint", meta.fields)
-    expected = predict(score, SplitLoader(data, "test", global_batch_size=4096, text=text))[:300]
+    data = runs["data"]
+    run = load_run(runs[kind], data)
+    expected = predict(run.logits, SplitLoader(data, "test", global_batch_size=4096, text=run.reads_text))[:300]
     scores = Scorer.from_run(runs[kind], data).score(_candidates(data, 300))
     np.testing.assert_allclose(scores, expected, atol=1e-6)
 

@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from cp_dist.baselines.p5 import append_question
-from cp_dist.checkpoint import load_run, read_index, rebuild
+from cp_dist.checkpoint import read_index
 from cp_dist.config import load_config
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.tokens import tokenize_splits
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.errors import UserError
 from cp_dist.pretrained import load_tokenizer
-from cp_dist.training.evaluate import click_metrics, evaluate_run, predict, split_labels
+from cp_dist.serving.scorer import Scorer
+from cp_dist.training.finished import evaluate_run
 from cp_dist.training.stages import STAGES
 from tests.clickprompt.conftest import run
 
@@ -106,17 +107,10 @@ def test_learns_the_planted_signal_and_rebuilds_from_its_checkpoint(name: str, s
     print(f"{name}: test AUC {metrics['test']['auc']:.4f}, oracle {oracle:.4f}")
     assert metrics["test"]["auc"] > 0.5 + 0.4 * (oracle - 0.5), (metrics["test"], oracle)
 
-    meta = DatasetMeta.load(data)
-    if name == "ctr_bert":
+    if name == "ctr_bert":  # scored by its stage from its two side texts; serving reads the row text
         with pytest.raises(UserError, match="one text per side"):
-            load_run(tmp_path / name / "checkpoint", meta.fields)
-        model, _ = rebuild(tmp_path / name / "checkpoint", meta.fields)
-        stage = STAGES["ctr_bert"](config, meta, RankInfo(0, 1, CPU, "gloo", CPU))
-        batches = stage.batches(data, "test", training=False)
-        probabilities = predict(lambda b: stage.logits(lambda *args: model(*args), b), batches)
-        rebuilt = click_metrics(split_labels(data, "test"), probabilities)
-    else:
-        rebuilt = evaluate_run(tmp_path / name, data, "test")
+            Scorer.from_run(tmp_path / name, data)
+    rebuilt = evaluate_run(tmp_path / name, data, "test")
     assert rebuilt["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)
 
 
