@@ -1,11 +1,11 @@
 """The model's on-disk format, read by training (start checkpoints), evaluation and serving.
 
-A checkpoint directory holds:
-- tables-rank<R>.safetensors: the embedding-table blocks rank R held, keyed "<table>@<row>,<col>"
-  by their offsets in the full table, so a checkpoint loads into any sharding or world size;
-- dense.safetensors: every other weight (tied weights stored once, listed under "aliases");
-- checkpoint.json: the index: table shapes, files with their sha256, the architecture, the stage
-  and config that produced it.
+A checkpoint directory holds (file names: cp_dist.runs):
+- one file per rank of the embedding-table blocks it held, keyed by their offsets in the full
+  table (runs.block_key), so a checkpoint loads into any sharding or world size;
+- the dense weights (tied weights stored once, listed under "aliases");
+- the index: table shapes, files with their sha256, the architecture, the stage and config that
+  produced it.
 
 No pickle anywhere: loading never runs code. Every file's digest is checked before anything is
 read, so a truncated, altered or missing file is refused with one line naming it.
@@ -30,15 +30,9 @@ from cp_dist.distributed.tables import TableBlock, is_table, table_blocks
 from cp_dist.errors import UserError
 from cp_dist.io import file_digest, replace_dir, verify_digests
 from cp_dist.models import ARCHITECTURES
+from cp_dist.runs import DENSE_FILE, INDEX_FILE, block_key, parse_block_key, tables_file
 
-INDEX_FILE = "checkpoint.json"
-DENSE_FILE = "dense.safetensors"
 FORMAT_VERSION = 2
-
-
-def tables_file(rank: int) -> str:
-    """The file of rank `rank`'s table blocks, in a checkpoint and in a resume point."""
-    return f"tables-rank{rank:05d}.safetensors"
 
 
 def _rank() -> tuple[int, int]:
@@ -67,7 +61,7 @@ def save_model(model: nn.Module, directory: Path, extra: dict, *, table_prefix: 
         staging.mkdir(parents=True)
     _barrier()
     blocks = {
-        f"{b.table}@{b.row},{b.col}": b.tensor.detach().contiguous().cpu()
+        block_key(b.table, b.row, b.col): b.tensor.detach().contiguous().cpu()
         for b in table_blocks(model, table_prefix)
         if not b.replicated or rank == 0
     }
@@ -144,8 +138,7 @@ def load_model(model: nn.Module, directory: Path, *, source_prefix: str = "", ke
             continue
         with safe_open(str(directory / name), framework="pt") as handle:
             for key in handle.keys():
-                table, _, offsets = key.rpartition("@")
-                row, col = map(int, offsets.split(","))
+                table, row, col = parse_block_key(key)
                 saved.setdefault(table, []).append((key, row, col, directory / name))
     blocks = list(table_blocks(model, table_prefix)) if tables else []
     state = (dense if dense is not None else model).state_dict()

@@ -1,4 +1,5 @@
-"""A run directory: what every training run writes, and where. The one owner of these names.
+"""A run directory: what every training run writes, and where. The one owner of these names, and
+of the file names inside a checkpoint and a resume point.
 
     RUN/run.json      the settings the run was started with; a rerun resumes only with the same
     RUN/resume/       a local run's resume points (step-<N>/ and LATEST); removed once it finishes
@@ -7,6 +8,16 @@
     RUN/test_predictions.parquet  the selected model's click probability of every test row, in order
 
 Ray runs keep their resume points in Ray storage instead of RUN/resume/; the rest is the same.
+
+    checkpoint/checkpoint.json               the index: table shapes, files and their sha256, architecture, config
+    checkpoint/dense.safetensors             every weight but the tables'
+    checkpoint/tables-rank<R>.safetensors    the table blocks rank R held, keyed by block_key
+    step-<N>/progress.json                   the loop's position (epoch, step, selection so far)
+    step-<N>/rng-rank<R>.safetensors         rank R's RNG states
+    step-<N>/tables-rank<R>.safetensors      rank R's table shards and their optimizer state
+    step-<N>/dense-state.pt                  the plain engine's dense weights, AdamW and schedule state
+    step-<N>/zero/                           the hybrid engine's DeepSpeed checkpoint
+    step-<N>/manifest-rank<R>.json           sha256 of the files rank R wrote
 """
 
 from __future__ import annotations
@@ -30,7 +41,38 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.parquet"
 SETTINGS_FILE = "run.json"
 RESUME_DIR = "resume"
+INDEX_FILE = "checkpoint.json"
+DENSE_FILE = "dense.safetensors"
+PROGRESS_FILE = "progress.json"
+DENSE_STATE_FILE = "dense-state.pt"
+ENGINE_TAG = "zero"  # DeepSpeed's checkpoint sub-folder
+MANIFESTS = "manifest-rank*.json"
 FAILURE_MARKER = ".failure-rehearsed-at-"  # + the step: a rehearsed failure (--fail-at-step) happens once per run
+
+
+def tables_file(rank: int) -> str:
+    """Rank `rank`'s table blocks, in a checkpoint and in a resume point."""
+    return f"tables-rank{rank:05d}.safetensors"
+
+
+def rng_file(rank: int) -> str:
+    return f"rng-rank{rank:05d}.safetensors"
+
+
+def manifest_file(rank: int) -> str:
+    return f"manifest-rank{rank:05d}.json"
+
+
+def block_key(table: str, row: int, col: int) -> str:
+    """A table block's key: the table's name and the block's offsets in the full table, so that a
+    checkpoint loads into any sharding or world size."""
+    return f"{table}@{row},{col}"
+
+
+def parse_block_key(key: str) -> tuple[str, int, int]:
+    table, _, offsets = key.rpartition("@")
+    row, col = map(int, offsets.split(","))
+    return table, row, col
 
 
 #: Settings a run may change when it is resumed, none of which changes what it trains (fail_at_step:

@@ -18,6 +18,8 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
+from cp_dist.runs import block_key
+
 INIT_BLOCK_ROWS = 4096
 
 
@@ -82,7 +84,7 @@ def initialize_tables(model: nn.Module, seed: int, std: float, table_prefix: str
 def save_table_state(model: nn.Module, path: Path) -> None:
     """This rank's table shards and their fused optimizer's state (e.g. row-wise Adagrad's
     accumulators), keyed by name and shard offsets: a resume point for the same world size and plan."""
-    state = {f"weight:{b.table}@{b.row},{b.col}": b.tensor for b in table_blocks(model)}
+    state = {"weight:" + block_key(b.table, b.row, b.col): b.tensor for b in table_blocks(model)}
     for name, value in table_optimizer_tensors(model.fused_optimizer.state_dict()):
         state[f"optimizer:{name}"] = value
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
@@ -94,7 +96,7 @@ def load_table_state(model: nn.Module, path: Path) -> None:
         raise FileNotFoundError(f"{path}: no table state for this rank; resume with the world size the run was saved with")
     optimizer_state = model.fused_optimizer.state_dict()
     with safe_open(str(path), framework="pt") as handle:
-        wanted = {f"weight:{b.table}@{b.row},{b.col}": b.tensor for b in table_blocks(model)}
+        wanted = {"weight:" + block_key(b.table, b.row, b.col): b.tensor for b in table_blocks(model)}
         wanted |= {f"optimizer:{name}": value for name, value in table_optimizer_tensors(optimizer_state)}
         missing = set(wanted) - set(handle.keys())
         if missing:

@@ -26,12 +26,10 @@ from cp_dist.data.loader import Batch
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.distributed.engines import Engine, build_engine
 from cp_dist.distributed.process_group import RankInfo
-from cp_dist.runs import RunDir
+from cp_dist.runs import PROGRESS_FILE, RunDir, rng_file
 from cp_dist.training.resume import ResumeStore
 from cp_dist.training.stages import STAGES
 from cp_dist.training.stages.base import Stage
-
-PROGRESS_FILE = "progress.json"
 
 
 @dataclass(frozen=True)
@@ -287,14 +285,14 @@ def _write_state(model: Engine, directory: Path, progress: Progress, rank: RankI
     states = {"cpu": torch.get_rng_state()}
     if rank.device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(rank.device)
-    save_file(states, str(directory / f"rng-rank{rank.rank:05d}.safetensors"))
+    save_file(states, str(directory / rng_file(rank.rank)))
     if rank.is_main:
         (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress), indent=2) + "\n")
 
 
 def _restore(model: Engine, directory: Path, rank: RankInfo) -> Progress:
     model.load_state(directory)
-    states = load_file(str(directory / f"rng-rank{rank.rank:05d}.safetensors"))
+    states = load_file(str(directory / rng_file(rank.rank)))
     torch.set_rng_state(states["cpu"])
     if "cuda" in states:
         torch.cuda.set_rng_state(states["cuda"], rank.device)

@@ -18,9 +18,7 @@ import torch.distributed as dist
 
 from cp_dist.errors import UserError
 from cp_dist.io import atomic_file, digests, replace_dir, verify_digests
-
-MANIFEST = "manifest-rank{rank:05d}.json"
-MANIFESTS = "manifest-rank*.json"
+from cp_dist.runs import MANIFESTS, manifest_file
 
 
 class ResumeStore(Protocol):
@@ -30,7 +28,7 @@ class ResumeStore(Protocol):
 
 
 def write_manifest(directory: Path, rank: int, files: dict[str, str]) -> None:
-    (directory / MANIFEST.format(rank=rank)).write_text(json.dumps(files, indent=2) + "\n")
+    (directory / manifest_file(rank)).write_text(json.dumps(files, indent=2) + "\n")
 
 
 def verify_resume_point(directory: Path) -> None:

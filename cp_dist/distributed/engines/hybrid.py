@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchrec.distributed import DistributedModelParallel
 
-from cp_dist.checkpoint import save_model, tables_file
+from cp_dist.checkpoint import save_model
 from cp_dist.config import Config, StageConfig
 from cp_dist.ctr.embedding import FieldEmbedding
 from cp_dist.distributed.engines.base import ParameterGroups, Schedule, Start, dense_optimizer, shard_and_start
@@ -28,8 +28,7 @@ from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.sharding import describe_plan
 from cp_dist.distributed.tables import load_table_state, save_table_state
 from cp_dist.errors import UserError
-
-ENGINE_TAG = "zero"  # DeepSpeed's checkpoint sub-folder
+from cp_dist.runs import ENGINE_TAG, tables_file
 
 
 def deepspeed_config(config: Config, global_batch_size: int, world_size: int) -> dict:

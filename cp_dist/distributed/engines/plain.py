@@ -14,14 +14,13 @@ from torch import nn
 from torchrec.distributed import DistributedModelParallel
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-from cp_dist.checkpoint import save_model, tables_file
+from cp_dist.checkpoint import save_model
 from cp_dist.config import Config, StageConfig
 from cp_dist.distributed.engines.base import ParameterGroups, Schedule, Start, dense_optimizer, shard_and_start
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.sharding import describe_plan, embedding_collection_path
 from cp_dist.distributed.tables import is_table, load_table_state, save_table_state
-
-DENSE_STATE_FILE = "dense-state.pt"
+from cp_dist.runs import DENSE_STATE_FILE, tables_file
 
 
 def build_plain(model: nn.Module, config: Config, rank: RankInfo, settings: StageConfig, *,
