@@ -3,7 +3,7 @@ of the file names inside a checkpoint and a resume point.
 
     RUN/run.json      the settings the run was started with; a rerun resumes only with the same
     RUN/resume/       a local run's resume points (step-<N>/ and LATEST); removed once it finishes
-    RUN/checkpoint/   the model, in cp_dist.checkpoint's format: the selected epoch's
+    RUN/checkpoint/   the model, in cp_dist.distributed.checkpoint's format: the selected epoch's
     RUN/metrics.json  the result, one schema for every stage (cp_dist.training.loop.result)
     RUN/test_predictions.parquet  the selected model's click probability of every test row, in order
 

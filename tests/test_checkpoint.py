@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cp_dist.checkpoint import load_model, read_index, save_model
 from cp_dist.cli import main
 from cp_dist.config import CTRConfig, load_config
 from cp_dist.ctr.model import CTRModel
 from cp_dist.data.meta import FieldMeta
+from cp_dist.distributed.checkpoint import load_model, read_index, save_model
 from cp_dist.distributed.tables import initialize_tables
 from cp_dist.errors import UserError
 from cp_dist.runs import DENSE_FILE, INDEX_FILE

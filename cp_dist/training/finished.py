@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cp_dist.checkpoint import read_index, rebuild
 from cp_dist.config import Config, with_overrides
 from cp_dist.data.loader import Batch, BatchSource
 from cp_dist.data.meta import DatasetMeta
+from cp_dist.distributed.checkpoint import read_index, rebuild
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.errors import UserError
 from cp_dist.runs import RunDir

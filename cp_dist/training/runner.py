@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cp_dist.checkpoint import read_index
+from cp_dist.distributed.checkpoint import read_index
 from cp_dist.distributed.process_group import RankInfo, launch, resolve_placement
 from cp_dist.errors import UserError
 from cp_dist.runs import RESUMABLE_CHANGES, RunDir

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from cp_dist.baselines.ctrl import contrastive_logits
-from cp_dist.checkpoint import rebuild
 from cp_dist.config import load_config
 from cp_dist.ctr.model import build_ctr_model
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
+from cp_dist.distributed.checkpoint import rebuild
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.tables import initialize_tables
 from cp_dist.models import ARCHITECTURES

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cp_dist.checkpoint import read_index
 from cp_dist.config import load_config
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
+from cp_dist.distributed.checkpoint import read_index
 from cp_dist.distributed.process_group import free_loopback_port, process_group, resolve_placement
 from cp_dist.distributed.tables import table_blocks
 from cp_dist.models import ARCHITECTURES

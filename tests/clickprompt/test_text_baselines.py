@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from cp_dist.baselines.p5 import append_question
-from cp_dist.checkpoint import read_index
 from cp_dist.config import load_config
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.tokens import tokenize_splits
+from cp_dist.distributed.checkpoint import read_index
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.errors import UserError
 from cp_dist.pretrained import load_tokenizer

@@ -12,12 +12,12 @@ import torch
 from safetensors import safe_open
 from sklearn.metrics import roc_auc_score
 
-from cp_dist.checkpoint import load_model
 from cp_dist.cli import main
 from cp_dist.config import load_config
 from cp_dist.ctr.model import CTRModel
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
+from cp_dist.distributed.checkpoint import load_model
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.errors import UserError
 from cp_dist.training.evaluate import predict

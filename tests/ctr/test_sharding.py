@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from cp_dist.checkpoint import load_model
 from cp_dist.config import DistributedConfig, load_config
 from cp_dist.ctr.model import CTRModel
 from cp_dist.data.loader import SplitLoader
 from cp_dist.data.meta import DatasetMeta
 from cp_dist.data.prepare import prepare
 from cp_dist.data.synth import synth
+from cp_dist.distributed.checkpoint import load_model
 from cp_dist.distributed.process_group import RankInfo, launch
 from cp_dist.training.evaluate import predict
 from cp_dist.training.loop import StageJob, build_stage, train_step

@@ -23,8 +23,8 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-from cp_dist.checkpoint import load_model
 from cp_dist.config import Config, StageConfig
+from cp_dist.distributed.checkpoint import load_model
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.sharding import shard
 from cp_dist.distributed.tables import initialize_tables
@@ -65,7 +65,7 @@ class Engine(Protocol):
 
     def load_state(self, directory: Path) -> None: ...
 
-    def save_model(self, directory: Path, extra: dict) -> None: ...  # cp_dist.checkpoint's format
+    def save_model(self, directory: Path, extra: dict) -> None: ...  # cp_dist.distributed.checkpoint's format
 
     def gathered(self, parameters: list[nn.Parameter]) -> AbstractContextManager: ...  # whole values within
 

@@ -14,8 +14,8 @@ from torch import nn
 from torchrec.distributed import DistributedModelParallel
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-from cp_dist.checkpoint import save_model
 from cp_dist.config import Config, StageConfig
+from cp_dist.distributed.checkpoint import save_model
 from cp_dist.distributed.engines.base import ParameterGroups, Schedule, Start, dense_optimizer, shard_and_start
 from cp_dist.distributed.process_group import RankInfo
 from cp_dist.distributed.sharding import describe_plan, embedding_collection_path

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cp_dist.checkpoint import read_index
 from cp_dist.clickprompt.diagnostics import tower_diagnostics, tower_logits
 from cp_dist.clickprompt.model import FINETUNE_HEADS, prepare_for_finetuning
 from cp_dist.data.loader import Batch
+from cp_dist.distributed.checkpoint import read_index
 from cp_dist.distributed.engines import Engine, Start
 from cp_dist.training.evaluate import click_metrics, predict, split_labels
 from cp_dist.training.stages.clickprompt import ClickPromptStage
