@@ -1,9 +1,14 @@
-"""Helpers for tests that damage raw files on purpose."""
+"""Test helpers: damaging raw files on purpose, training a stage into a run directory."""
 
 from __future__ import annotations
 
 import gzip
 from pathlib import Path
+
+from cp_dist.config import Config
+from cp_dist.runs import RunDir
+from cp_dist.training.loop import StageJob
+from cp_dist.training.runner import train
 
 
 def insert_lines(path: Path, inserts: dict[int, str], encoding: str = "utf-8") -> None:
@@ -15,3 +20,8 @@ def insert_lines(path: Path, inserts: dict[int, str], encoding: str = "utf-8") -
         lines.insert(number - 1, inserts[number])
     with opener(path, "wb") as handle:
         handle.write(("\n".join(lines) + "\n").encode(encoding))
+
+
+def run(stage: str, data: Path, out: Path, config: Config, start: Path | None = None) -> dict:
+    """Trains a stage into run directory `out` (from the run directory `start`'s checkpoint) and returns its metrics."""
+    return train(StageJob(stage, data, out, config, init_from=RunDir(start).checkpoint if start else None))

@@ -19,7 +19,7 @@ from cp_dist.distributed.tables import table_blocks
 from cp_dist.models import ARCHITECTURES
 from cp_dist.training.loop import build_stage
 from cp_dist.training.stages import STAGES
-from tests.clickprompt.conftest import run
+from tests.helpers import run
 
 
 def _model(setup, stage: str = "pamlm", overrides: list[str] = ()):

@@ -16,7 +16,7 @@ from cp_dist.config import load_config
 from cp_dist.data.meta import SPLITS, DatasetMeta, FieldMeta
 from cp_dist.data.tokens import tokenize_splits
 from cp_dist.experiments.diagnose import diagnose_run
-from tests.clickprompt.conftest import run
+from tests.helpers import run
 
 pytestmark = pytest.mark.slow
 ITEMS, WORDS = 40, ["red", "green", "blue", "black", "white", "yellow", "orange", "purple"]

@@ -18,7 +18,7 @@ from cp_dist.experiments.comparison import run_comparison
 from cp_dist.experiments.variants import VARIANTS
 from cp_dist.training.evaluate import predict
 from cp_dist.training.finished import load_run
-from tests.clickprompt.conftest import run
+from tests.helpers import run
 
 pytestmark = pytest.mark.slow  # minute-long end-to-end checks
 

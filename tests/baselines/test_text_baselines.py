@@ -22,7 +22,7 @@ from cp_dist.pretrained import load_tokenizer
 from cp_dist.serving.scorer import Scorer
 from cp_dist.training.finished import evaluate_run
 from cp_dist.training.stages import STAGES
-from tests.clickprompt.conftest import run
+from tests.helpers import run
 
 CPU = torch.device("cpu")
 

@@ -2,7 +2,7 @@
 it is ready, sends the test's requests (in order, then a group at once), stops the server with
 SIGINT, and writes what it saw as JSON.
 
-    python tests/clickprompt/endpoint_probe.py CASES.json OUT.json -- cp-dist serve RUN --data DIR ...
+    python tests/serving/endpoint_probe.py CASES.json OUT.json -- cp-dist serve RUN --data DIR ...
 """
 
 from __future__ import annotations

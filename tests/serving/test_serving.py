@@ -24,7 +24,7 @@ from cp_dist.serving.ranking import Ranker, concat_inputs
 from cp_dist.serving.scorer import Scorer, export_ctr
 from cp_dist.training.evaluate import predict
 from cp_dist.training.finished import load_run
-from tests.clickprompt.conftest import run
+from tests.helpers import run
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from cp_dist.config import load_config
 from cp_dist.errors import UserError
 from cp_dist.training.loop import StageJob
 from cp_dist.training.runner import check_job, train
-from tests.clickprompt.conftest import run
+from tests.helpers import run
 
 #: float32 with another summation order (gradients all-reduced, tables split in two). Measured
 #: (printed by the tests): 1.9e-6 on PA-MLM losses of 10.3 (ZeRO-2 and -3), 1.2e-7 on finetuning.

@@ -22,7 +22,7 @@ from cp_dist.distributed.process_group import RankInfo
 from cp_dist.errors import UserError
 from cp_dist.training.evaluate import predict
 from cp_dist.training.stages import STAGES
-from tests.clickprompt.conftest import run
+from tests.helpers import run
 
 
 def _tensors(path: Path, prefix: str) -> dict[str, np.ndarray]:

@@ -21,7 +21,7 @@ from cp_dist.distributed.tables import initialize_tables
 from cp_dist.models import ARCHITECTURES
 from cp_dist.training.finished import evaluate_run, load_run
 from cp_dist.training.stages import STAGES
-from tests.clickprompt.conftest import run
+from tests.helpers import run
 
 
 def test_forward_and_backward(setup) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cp_dist.config import load_config
-from tests.clickprompt.conftest import run
+from tests.helpers import run
 
 CP_DIST = Path(sys.executable).with_name("cp-dist")
 pytestmark = pytest.mark.slow
